@@ -1,0 +1,60 @@
+"""nin-keras: Network In Network (Lin, Chen, Yan, ICLR 2014) for Keras 3.
+
+The package follows the data flow, one subpackage a stage:
+
+    data -> models -> training -> quantization -> exporting -> verification   (+ viz, cli)
+
+The public API is re-exported here and loaded on first use, so `import nin_keras` stays fast and the CLI
+can quiet TensorFlow before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # models
+    "build_nin": "nin_keras.models",
+    "mlpconv_block": "nin_keras.models",
+    "list_variants": "nin_keras.models",
+    "adapt_standardization": "nin_keras.models",
+    "minimum_input_size": "nin_keras.models",
+    "FusedBatchNormalization": "nin_keras.models",
+    # data
+    "load_dataset": "nin_keras.data",
+    "list_datasets": "nin_keras.data",
+    "DatasetSplits": "nin_keras.data",
+    # training
+    "train": "nin_keras.training",
+    "benchmark_training": "nin_keras.training",
+    # quantization
+    "quantize_aware": "nin_keras.quantization",
+    # exporting
+    "export": "nin_keras.exporting",
+    "check_edgetpu": "nin_keras.exporting",
+    "EXPORT_TARGETS": "nin_keras.exporting",
+    # verification
+    "evaluate": "nin_keras.verification",
+    "benchmark_inference": "nin_keras.verification",
+    "Predictor": "nin_keras.verification",
+    # viz
+    "class_confidence_maps": "nin_keras.viz",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'nin_keras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

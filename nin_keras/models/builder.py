@@ -1,0 +1,233 @@
+"""`build_nin`: one builder for every NIN variant in `presets.PRESETS`."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+
+from nin_keras.models.blocks import mlpconv_block
+from nin_keras.models.presets import CLASSES, MlpconvSpec, NINPreset, get_preset
+
+POOLINGS = (None, "avg", "max")
+CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear", None)
+PREPROCESSINGS = ("rescale", "standardize", None)
+INPUT_NAME = "image"
+# Name of the layer that averages the class maps; the class-confidence maps are its input.
+GAP_LAYER_NAME = "gap"
+
+
+def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None, width_multiplier: float = 1.0,
+              batch_norm: bool = True, dropout_rate: float = 0.5, include_top: bool = True, pooling=None,
+              classifier_activation="softmax", preprocessing="rescale", input_tensor=None, final_relu=None,
+              name: str | None = None) -> keras.Model:
+    """Builds a Network In Network image classifier (a Keras 3 functional model).
+
+    Reference:
+        Lin, Chen, Yan. Network In Network. ICLR 2014. https://arxiv.org/abs/1312.4400
+
+    The model takes raw pixels (0..255, any float or integer dtype) in an input named "image"; scaling happens
+    inside the model, so exported artifacts take raw pixels too. Each mlpconv block is a k x k convolution then
+    1x1 convolutions (`mlpconvN_convKxK`, `mlpconvN_mlp1`, ...). The last 1x1 convolution has one channel per
+    class; `gap` averages each class map to that class's score (no dense layers).
+
+    With `batch_norm=False`, `preprocessing=None` and width 1.0 the variants are the papers' networks
+    (cifar: 966,986 parameters for 10 classes; imagenet: 7,595,176 for 1000).
+
+    Args:
+        num_classes: number of classes. Defaults to 10.
+        variant: one of `nin_keras.list_variants()`: "cifar", "mnist", "imagenet", "d2l". Defaults to "cifar".
+        input_shape: (height, width, channels). Defaults to the variant's (cifar 32x32x3, mnist 28x28x1,
+            imagenet 224x224x3, d2l 224x224x1); must be at least the variant's minimum size.
+        width_multiplier: scales every hidden width (never the class layer) for smaller, faster models.
+            Defaults to 1.0.
+        batch_norm: BatchNormalization after every convolution (as in the well-known Torch port); the
+            trainable default. False gives the paper's network. Defaults to True.
+        dropout_rate: rate of the dropout layers after pooled blocks; 0 removes them. Defaults to 0.5.
+        include_top: keep the class layer, GAP and the classifier activation. False gives a feature
+            extractor ending at the last hidden mlpconv layer. Defaults to True.
+        pooling: with `include_top=False`: None (4-D features), "avg" or "max" (global pooling to 2-D).
+            Defaults to None.
+        classifier_activation: "softmax", "sigmoid", "linear" or None (logits). It always computes in
+            float32, also under mixed precision. Defaults to "softmax".
+        preprocessing: "rescale" (x / 255), "standardize" (a `Normalization` layer named "standardize" to
+            adapt on training data, see `adapt_standardization`) or None (the model sees raw values).
+            Defaults to "rescale".
+        input_tensor: optional Keras tensor to use as the model's input.
+        final_relu: ReLU after the class layer, before GAP, as in the paper. Defaults to `batch_norm`:
+            on with BN; off without BN, because the paper's ReLU-before-GAP with lr 0.1 is the known cause of
+            runs stuck at loss ln(num_classes). Pass True with `batch_norm=False` for the exact paper net.
+        name: model name. Defaults to "nin_<variant>".
+
+    Returns:
+        A `keras.Model`.
+    """
+    preset = get_preset(variant)
+    _check_num_classes(num_classes)
+    _check_choice("pooling", pooling, POOLINGS)
+    _check_choice("classifier_activation", classifier_activation, CLASSIFIER_ACTIVATIONS)
+    _check_choice("preprocessing", preprocessing, PREPROCESSINGS)
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, numbers.Real) \
+            or not math.isfinite(width_multiplier) or width_multiplier <= 0:
+        raise ValueError(f"width_multiplier must be a positive number; received {width_multiplier!r}.")
+    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, numbers.Real) \
+            or not 0 <= dropout_rate < 1:
+        raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
+    if include_top and pooling is not None:
+        raise ValueError(
+            f"pooling={pooling!r} only applies with include_top=False (with the top, GAP is the pooling)."
+        )
+    final_relu = batch_norm if final_relu is None else bool(final_relu)
+
+    shape = _resolve_input_shape(preset, input_shape, input_tensor)
+    if input_tensor is None:
+        inputs = keras.Input(shape=shape, name=INPUT_NAME)
+        x = inputs
+    else:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+        x = input_tensor
+
+    if preprocessing == "rescale":
+        x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    elif preprocessing == "standardize":
+        x = keras.layers.Normalization(axis=-1, name="standardize")(x)
+
+    blocks = preset.blocks if include_top else _drop_class_layers(preset.blocks)
+    for index, spec in enumerate(blocks, start=1):
+        widths = [_width(w, num_classes, width_multiplier) for w in spec.widths]
+        is_last = index == len(blocks)
+        x = mlpconv_block(
+            x,
+            widths,
+            spec.kernel_size,
+            spec.strides,
+            batch_norm=batch_norm,
+            padding=spec.padding,
+            # Hidden layers always have their ReLU; only the class layer's is optional.
+            final_relu=final_relu if (is_last and include_top) else True,
+            name=f"mlpconv{index}",
+        )
+        if spec.pool is not None:
+            pool_layer = keras.layers.MaxPooling2D if spec.pool == "max" else keras.layers.AveragePooling2D
+            x = pool_layer(spec.pool_size, strides=spec.pool_strides, padding=spec.pool_padding,
+                           name=f"mlpconv{index}_{spec.pool}pool")(x)
+        if spec.dropout and dropout_rate > 0:
+            x = keras.layers.Dropout(dropout_rate, name=f"mlpconv{index}_dropout")(x)
+
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name=GAP_LAYER_NAME)(x)
+        # float32 output: stable softmax and loss under mixed precision.
+        x = keras.layers.Activation(classifier_activation or "linear", dtype="float32", name="predictions")(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    return keras.Model(inputs, x, name=name or f"nin_{variant}")
+
+
+def minimum_input_size(variant: str) -> int:
+    """Smallest square input side for which every layer of `variant` keeps at least one pixel."""
+    preset = get_preset(variant)
+    for side in range(1, 4096):
+        if _output_side(preset.blocks, side) is not None:
+            return side
+    raise AssertionError(f"no input size works for {variant}")  # presets are fixed data: cannot happen
+
+
+def adapt_standardization(model: keras.Model, images) -> None:
+    """Adapts the model's "standardize" layer (built with `preprocessing="standardize"`) to `images`.
+
+    Args:
+        model: a model from `build_nin(..., preprocessing="standardize")`.
+        images: raw training images, an array or a `tf.data.Dataset` of images (or of (images, labels)).
+    """
+    try:
+        layer = model.get_layer("standardize")
+    except ValueError:
+        raise ValueError(
+            "This model has no 'standardize' layer; build it with preprocessing='standardize'."
+        ) from None
+    if hasattr(images, "element_spec") and isinstance(images.element_spec, tuple):
+        images = images.map(lambda x, *_: x)
+    layer.adapt(images)
+
+
+def _width(width, num_classes: int, multiplier: float) -> int:
+    if width == CLASSES:
+        return num_classes
+    return max(1, int(round(width * multiplier)))
+
+
+def _drop_class_layers(blocks: tuple[MlpconvSpec, ...]) -> tuple[MlpconvSpec, ...]:
+    """The blocks without their class-width layers; a block made only of those disappears."""
+    kept = []
+    for spec in blocks:
+        widths = tuple(w for w in spec.widths if w != CLASSES)
+        if widths:
+            kept.append(MlpconvSpec(**{**spec.__dict__, "widths": widths}))
+    return tuple(kept)
+
+
+def _output_side(blocks, side: int) -> int | None:
+    """Spatial side after all blocks, or None if some layer would get an empty input."""
+    for spec in blocks:
+        side = _after(side, spec.kernel_size, spec.strides, spec.padding)
+        if side is None:
+            return None
+        if spec.pool is not None:
+            side = _after(side, spec.pool_size, spec.pool_strides, spec.pool_padding)
+            if side is None:
+                return None
+    return side
+
+
+def _after(side: int, window: int, stride: int, padding: str) -> int | None:
+    if padding == "same":
+        return math.ceil(side / stride)
+    if side < window:
+        return None
+    return (side - window) // stride + 1
+
+
+def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[int, int, int]:
+    if input_shape is None and input_tensor is not None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        return preset.input_shape
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise ValueError(
+            f"input_shape must be (height, width, channels); received {input_shape!r}."
+        ) from None
+    if len(shape) != 3:
+        raise ValueError(
+            f"input_shape must have rank 3, (height, width, channels); received {shape!r} "
+            f"(rank {len(shape)})."
+        )
+    for value in shape:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(
+                f"input_shape entries must be positive integers (static shapes); received {shape!r}."
+            )
+    height, width, _ = shape
+    minimum = minimum_input_size(preset.name)
+    if min(height, width) < minimum:
+        raise ValueError(
+            f"input_shape {shape!r} is too small for variant {preset.name!r}: its downsampling needs at "
+            f"least {minimum}x{minimum}."
+        )
+    return tuple(int(v) for v in shape)
+
+
+def _check_num_classes(num_classes) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1; received {num_classes!r}.")
+
+
+def _check_choice(argument: str, value, allowed) -> None:
+    if value not in allowed:
+        names = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"Unknown {argument} {value!r}. Allowed: {names}.")

@@ -1,0 +1,78 @@
+"""Layers NIN needs beyond stock Keras.
+
+`FusedBatchNormalization` is Keras' BatchNormalization with the same weights, config and semantics, but on
+the TensorFlow backend, for 4-D channels-last inputs, it runs TensorFlow's fused kernel (one op instead of
+moments + several elementwise ops) and accepts bfloat16/float16 activations without upcasting them.
+Measured on a 2-core AVX-512 CPU this about doubles NIN training speed (docs/BENCHMARKS.md).
+Anything else (other backends, other ranks, masks, renorm, synchronized BN) falls back to Keras' code.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="nin_keras")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that uses TensorFlow's fused kernel where it can.
+
+    Weights are `gamma, beta, moving_mean, moving_variance` (Keras' order), so weights copy to and from
+    `keras.layers.BatchNormalization` and `tf_keras.layers.BatchNormalization` as they are.
+
+    One documented difference: in training the fused kernel updates `moving_variance` with the unbiased
+    batch variance (n / (n - 1) times Keras' biased one, n = batch * height * width). The normalisation
+    itself is identical.
+    """
+
+    def _can_fuse(self, inputs, mask) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and not self.renorm
+            and not self.synchronized
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        # The fused kernel takes float16/bfloat16 x with float32 statistics: no upcast of activations.
+        x = inputs if inputs.dtype in (tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        moving_mean = tf.cast(self.moving_mean, tf.float32)
+        moving_variance = tf.cast(self.moving_variance, tf.float32)
+
+        if training and self.trainable:
+            # With exponential_avg_factor < 1 the kernel returns the updated running statistics:
+            # new = momentum * old + (1 - momentum) * batch, Keras' convention.
+            y, new_mean, new_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x,
+                scale=gamma,
+                offset=beta,
+                mean=moving_mean,
+                variance=moving_variance,
+                epsilon=self.epsilon,
+                exponential_avg_factor=1.0 - self.momentum,
+                data_format="NHWC",
+                is_training=True,
+            )
+            self.moving_mean.assign(new_mean)
+            self.moving_variance.assign(new_variance)
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x,
+                scale=gamma,
+                offset=beta,
+                mean=moving_mean,
+                variance=moving_variance,
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )
+        return ops.cast(y, self.compute_dtype)

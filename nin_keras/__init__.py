@@ -23,6 +23,8 @@ _EXPORTS = {
     "adapt_standardization": "nin_keras.models",
     "minimum_input_size": "nin_keras.models",
     "FusedBatchNormalization": "nin_keras.models",
+    "load_model": "nin_keras.models",
+    "save_model": "nin_keras.models",
     # data
     "load_dataset": "nin_keras.data",
     "list_datasets": "nin_keras.data",

@@ -252,3 +252,46 @@ def test_fused_batch_norm_accepts_bfloat16_and_serialises():
     clone = FusedBatchNormalization.from_config(layer.get_config())
     assert clone.momentum == 0.8 and clone.epsilon == 1e-4
     assert keras.saving.get_registered_name(FusedBatchNormalization) == "nin_keras>FusedBatchNormalization"
+
+
+# Loading .keras files safely.
+
+def test_load_model_round_trip_and_atomic_save(tmp_path):
+    model = nin_keras.build_nin(3, **SMALL["cifar"])
+    path = nin_keras.save_model(model, tmp_path / "m.keras")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temporary file left behind
+    loaded = nin_keras.load_model(path)
+    x = _images((16, 16, 3))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a valid .keras file"),
+    (b"\x00\x01garbage" * 100, "not a valid .keras file"),
+])
+def test_load_model_refuses_corrupt_files(tmp_path, content, message):
+    path = tmp_path / "bad.keras"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        nin_keras.load_model(path)
+
+
+def test_load_model_refuses_truncated_file(tmp_path):
+    path = nin_keras.save_model(nin_keras.build_nin(3, **SMALL["cifar"]), tmp_path / "m.keras")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="keras file"):
+        nin_keras.load_model(path)
+
+
+def test_load_model_refuses_lambda_layers_and_missing_files(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match="Lambda"):
+        nin_keras.load_model(path)
+    with pytest.raises(FileNotFoundError):
+        nin_keras.load_model(tmp_path / "missing.keras")
+    with pytest.raises(ValueError, match=".keras"):
+        nin_keras.load_model(tmp_path)

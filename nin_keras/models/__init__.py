@@ -8,6 +8,7 @@ from nin_keras.models.builder import (
     build_nin,
     minimum_input_size,
 )
+from nin_keras.models.io import check_image_classifier, load_model, save_model
 from nin_keras.models.layers import FusedBatchNormalization
 from nin_keras.models.presets import CLASSES, PRESETS, MlpconvSpec, NINPreset, get_preset, list_variants
 
@@ -21,8 +22,11 @@ __all__ = [
     "NINPreset",
     "adapt_standardization",
     "build_nin",
+    "check_image_classifier",
     "get_preset",
     "list_variants",
+    "load_model",
     "minimum_input_size",
     "mlpconv_block",
+    "save_model",
 ]

@@ -1,0 +1,108 @@
+"""Loading and saving NIN models safely.
+
+`.keras` files are zip archives of a JSON config plus weights. Loading always uses `safe_mode=True`, so a
+Lambda layer (arbitrary Python bytecode) is refused rather than run; unknown custom objects are refused too.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import keras
+
+from nin_keras._atomic import atomic_path
+from nin_keras.errors import IncompatibleModelError, InvalidInputError, UnsafeFileError
+from nin_keras.models import layers as _layers  # noqa: F401  (registers FusedBatchNormalization)
+
+
+def load_model(path) -> keras.Model:
+    """Loads a `.keras` model with `safe_mode=True`, turning every failure into a clear error.
+
+    Args:
+        path: path to a `.keras` file.
+
+    Returns:
+        The Keras 3 model.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        InvalidInputError: not a `.keras` file, truncated or corrupt.
+        UnsafeFileError: the model holds a Lambda layer or other code that safe mode refuses to run.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Model file not found: {path}")
+    if path.is_dir():
+        raise InvalidInputError(
+            f"{path} is a folder; expected a .keras file (a SavedModel folder is an export artifact: "
+            "evaluate it with `nin-keras evaluate`)."
+        )
+    if path.suffix != ".keras":
+        raise InvalidInputError(f"{path} is not a .keras file; save models with model.save('name.keras').")
+    if not zipfile.is_zipfile(path):
+        raise InvalidInputError(f"{path} is not a valid .keras file (not a zip archive: truncated or corrupt?).")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise InvalidInputError(f"{path} is a corrupt .keras file: {error}") from None
+    if bad is not None:
+        raise InvalidInputError(f"{path} is a corrupt .keras file: member {bad!r} fails its checksum.")
+    if "config.json" not in names:
+        raise InvalidInputError(f"{path} is not a Keras 3 model file (no config.json inside).")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        message = " ".join(str(error).split())
+        if "safe_mode" in message or "Lambda" in message or "lambda" in message:
+            raise UnsafeFileError(
+                f"Refused to load {path}: it contains a Lambda layer (Python code that would run on load). "
+                "Rebuild the model without Lambda layers, or load it yourself with "
+                "keras.models.load_model(path, safe_mode=False) only if you trust its author."
+            ) from None
+        if "Could not locate" in message or "Unknown" in message:
+            raise UnsafeFileError(
+                f"Refused to load {path}: it uses a layer or object that is not a Keras or nin-keras one "
+                f"({message[:200]}). Import and register the code that defines it, if you trust it."
+            ) from None
+        raise InvalidInputError(f"Could not load {path}: {message}") from None
+    except (OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        raise InvalidInputError(f"Could not load {path} (corrupt .keras file?): {error}") from None
+
+
+def save_model(model: keras.Model, path) -> Path:
+    """Saves `model` to a `.keras` file atomically (a crash never leaves a half-written file)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise InvalidInputError(f"Model path must end in .keras; received {path}.")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def check_image_classifier(model) -> tuple[tuple[int, int, int], int]:
+    """Checks that `model` maps (batch, H, W, C) images to (batch, classes) and returns (input_shape, classes).
+
+    Raises:
+        IncompatibleModelError: the model has several inputs/outputs or other shapes.
+    """
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise IncompatibleModelError(
+            f"Model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; expected an image "
+            "classifier with one image input and one class-score output."
+        )
+    in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    if len(in_shape) != 4 or any(d is None for d in in_shape[1:]):
+        raise IncompatibleModelError(
+            f"Model {model.name!r} takes input of shape {in_shape}; expected (batch, height, width, channels) "
+            "with static height, width and channels."
+        )
+    if len(out_shape) != 2 or out_shape[1] is None:
+        raise IncompatibleModelError(
+            f"Model {model.name!r} outputs shape {out_shape}; expected (batch, classes). Feature extractors "
+            "(include_top=False) cannot be exported or evaluated as classifiers."
+        )
+    return tuple(int(d) for d in in_shape[1:]), int(out_shape[1])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import nin_keras
+import nin_keras.errors
 from nin_keras.models import FusedBatchNormalization, minimum_input_size
 
 # Small but valid inputs and widths per variant keep the suite fast.
@@ -295,3 +296,22 @@ def test_load_model_refuses_lambda_layers_and_missing_files(tmp_path):
         nin_keras.load_model(tmp_path / "missing.keras")
     with pytest.raises(ValueError, match=".keras"):
         nin_keras.load_model(tmp_path)
+
+
+def test_load_model_refuses_unknown_custom_objects(tmp_path):
+    import json
+    import zipfile
+
+    source = nin_keras.save_model(nin_keras.build_nin(3, **SMALL["cifar"]), tmp_path / "m.keras")
+    tampered = tmp_path / "tampered.keras"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                layer = next(l for l in config["config"]["layers"] if l["class_name"] == "Rescaling")
+                layer.update(class_name="EvilLayer", module="evil_package.layers", registered_name="evil>EvilLayer")
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.raises(nin_keras.errors.UnsafeFileError, match="not a Keras or nin-keras one"):
+        nin_keras.load_model(tampered)

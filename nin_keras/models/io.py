@@ -54,22 +54,20 @@ def load_model(path) -> keras.Model:
         raise InvalidInputError(f"{path} is not a Keras 3 model file (no config.json inside).")
     try:
         return keras.models.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
+    except (ValueError, TypeError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
         message = " ".join(str(error).split())
-        if "safe_mode" in message or "Lambda" in message or "lambda" in message:
+        if "safe_mode" in message or "Lambda" in message:
             raise UnsafeFileError(
                 f"Refused to load {path}: it contains a Lambda layer (Python code that would run on load). "
                 "Rebuild the model without Lambda layers, or load it yourself with "
                 "keras.models.load_model(path, safe_mode=False) only if you trust its author."
             ) from None
-        if "Could not locate" in message or "Unknown" in message:
+        if "Could not locate" in message or "Unknown layer" in message:
             raise UnsafeFileError(
                 f"Refused to load {path}: it uses a layer or object that is not a Keras or nin-keras one "
-                f"({message[:200]}). Import and register the code that defines it, if you trust it."
+                f"({message[:160]}...). Import and register the code that defines it, if you trust it."
             ) from None
-        raise InvalidInputError(f"Could not load {path}: {message}") from None
-    except (OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
-        raise InvalidInputError(f"Could not load {path} (corrupt .keras file?): {error}") from None
+        raise InvalidInputError(f"Could not load {path} (corrupt .keras file?): {message[:300]}") from None
 
 
 def save_model(model: keras.Model, path) -> Path:

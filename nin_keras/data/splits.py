@@ -25,7 +25,9 @@ class DatasetSplits:
         num_classes: number of classes.
         class_names: one name per class id.
         input_shape: (height, width, channels) of one image.
-        info: extra facts worth recording in a run config (sizes, source files, preprocessing).
+        info: extra facts worth recording in a run config (sizes, source files, preprocessing); JSON-friendly.
+        preprocessor: the fitted `GCNZCA` when `preprocessing="gcn_zca"` was asked for (apply its
+            `transform` to new uint8 images before giving them to the model), else None.
     """
 
     name: str
@@ -36,6 +38,7 @@ class DatasetSplits:
     class_names: list
     input_shape: tuple
     info: dict = dataclasses.field(default_factory=dict)
+    preprocessor: object | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def split(self, which: str):
         """Returns the dataset of split `which` ("train", "validation" or "test")."""

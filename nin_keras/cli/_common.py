@@ -1,0 +1,85 @@
+"""Options that several commands share: which dataset to read, and how.
+
+Kept thin and free of TensorFlow at import time (the CLI quiets TensorFlow before importing it); the work is
+done by `nin_keras.data.load_dataset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# Used for `--dataset synthetic` when neither a model nor a variant says otherwise (the CIFAR preset).
+_DEFAULT_SYNTHETIC_SHAPE = (32, 32, 3)
+_DEFAULT_SYNTHETIC_CLASSES = 10
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_data_arguments(parser, *, required: bool = True) -> None:
+    """Adds --dataset, --data-dir, --batch-size, --seed and --on-bad-image to `parser`."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset", metavar="NAME", required=required, default=None,
+        help="cifar10, cifar100, mnist, fashion_mnist, svhn_cropped, digits (offline), folder:PATH, "
+             "or synthetic (random images, for smoke tests and benchmarks)",
+    )
+    group.add_argument(
+        "--data-dir", metavar="DIR", default=None,
+        help="read the dataset's original files from DIR (no network): mnist.npz or the four IDX .gz files, "
+             "cifar-10-batches-py/ or cifar-10-python.tar.gz, cifar-100-python/ or cifar-100-python.tar.gz",
+    )
+    group.add_argument("--batch-size", metavar="N", type=positive_int, default=128, help="batch size (default 128)")
+    group.add_argument("--seed", metavar="N", type=int, default=0,
+                       help="seed of the validation split, shuffling and augmentation (default 0)")
+    group.add_argument(
+        "--on-bad-image", choices=("fail", "skip"), default="fail",
+        help="folder datasets: stop at an unreadable image (fail, default) or skip it with a warning",
+    )
+
+
+def _synthetic_spec(args, model):
+    """(input_shape, num_classes) for `--dataset synthetic`: from the model, else --variant, else CIFAR."""
+    if model is not None:
+        from nin_keras.models import check_image_classifier
+
+        return check_image_classifier(model)
+    num_classes = getattr(args, "num_classes", None) or _DEFAULT_SYNTHETIC_CLASSES
+    variant = getattr(args, "variant", None)
+    if variant:
+        from nin_keras.models.presets import get_preset
+
+        return tuple(get_preset(variant).input_shape), int(num_classes)
+    return _DEFAULT_SYNTHETIC_SHAPE, int(num_classes)
+
+
+def load_data_from_args(args, *, model=None, augment: bool = False, validation_split: float = 0.1):
+    """Loads the dataset the parsed `args` name (see `add_data_arguments`). Returns a `DatasetSplits`."""
+    from nin_keras.data import load_dataset
+
+    name = getattr(args, "dataset", None)
+    if not name:
+        raise ValueError("No dataset given: pass --dataset NAME (e.g. --dataset digits).")
+    kwargs = {}
+    if name == "synthetic":
+        input_shape, num_classes = _synthetic_spec(args, model)
+        kwargs.update(input_shape=input_shape, num_classes=num_classes)
+    if name.startswith("folder:"):
+        kwargs["on_bad_image"] = getattr(args, "on_bad_image", "fail")
+    return load_dataset(
+        name,
+        data_dir=getattr(args, "data_dir", None),
+        batch_size=getattr(args, "batch_size", 128),
+        validation_split=validation_split,
+        augment=augment,
+        seed=getattr(args, "seed", 0),
+        **kwargs,
+    )

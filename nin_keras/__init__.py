@@ -2,7 +2,9 @@
 
 The package follows the data flow, one subpackage a stage:
 
-    data -> models -> training -> quantization -> exporting -> verification   (+ viz, cli)
+    data -> models -> training -> quantization -> exporting -> verification
+
+plus `viz` (figures any stage may draw), `workflows` (export = write targets + verify them) and `cli`.
 
 The public API is re-exported here and loaded on first use, so `import nin_keras` stays fast and the CLI
 can quiet TensorFlow before TensorFlow is imported.
@@ -34,8 +36,10 @@ _EXPORTS = {
     "benchmark_training": "nin_keras.training",
     # quantization
     "quantize_aware": "nin_keras.quantization",
+    "post_training_quantize": "nin_keras.quantization",
+    "to_tf_keras": "nin_keras.quantization",
     # exporting
-    "export": "nin_keras.exporting",
+    "export": "nin_keras.workflows",
     "check_edgetpu": "nin_keras.exporting",
     "EXPORT_TARGETS": "nin_keras.exporting",
     # verification

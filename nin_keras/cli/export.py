@@ -1,0 +1,70 @@
+"""`nin-keras export MODEL.keras --targets ... --dataset ...`: quantize (if asked), write the targets, verify them."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(subparsers) -> None:
+    from nin_keras.cli._common import add_data_arguments, positive_int
+
+    parser = subparsers.add_parser(
+        "export", help="export a .keras model to SavedModel, TFLite (float/int8) and Edge TPU-ready files",
+        description="Writes the chosen targets into --out (default export/<model name>/), then evaluates and "
+                    "times each artifact on the dataset's test split (report.json, report.md).",
+    )
+    parser.add_argument("model", metavar="MODEL.keras", help="the trained model (.keras file)")
+    parser.add_argument(
+        "--targets", default="all", metavar="T[,T...]",
+        help="comma-separated: all, keras, saved_model, tflite_float32, tflite_float16, tflite_dynamic, "
+             "tflite_int8, edgetpu (default all; tflite_int8 and edgetpu need --dataset)",
+    )
+    parser.add_argument("--out", metavar="DIR", default=None, help="export folder (default export/<model name>/)")
+    parser.add_argument("--qat-epochs", metavar="N", type=int, default=0,
+                        help="quantization-aware training epochs for the int8 targets (default 0: post-training "
+                             "quantization)")
+    parser.add_argument("--representative-samples", metavar="N", type=positive_int, default=200,
+                        help="training images that calibrate full-integer quantization (default 200)")
+    parser.add_argument("--no-verify", action="store_true", help="skip evaluating and timing the artifacts")
+    add_data_arguments(parser, required=False)
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from nin_keras.cli._common import load_data_from_args
+    from nin_keras.errors import InvalidInputError
+    from nin_keras.exporting import check_edgetpu, format_findings, parse_targets
+    from nin_keras.models import check_image_classifier, load_model
+    from nin_keras.workflows import export
+
+    if args.qat_epochs < 0:
+        raise InvalidInputError(f"--qat-epochs must be >= 0; received {args.qat_epochs}.")
+    names = parse_targets(args.targets)  # unknown targets fail before any slow work
+    model = load_model(args.model)
+    check_image_classifier(model)
+    data = None
+    if args.dataset:
+        data = load_data_from_args(args, model=model)
+    result = export(model, args.out, targets=names, data=data, qat_epochs=args.qat_epochs,
+                    representative_samples=args.representative_samples, verify=not args.no_verify,
+                    progress=True)
+    manifest = result["manifest"]
+    print(f"Exported {manifest['model']} to {result['out_dir']}/")
+    for name in names:
+        entry = manifest["targets"][name]
+        io = entry.get("input") or {}
+        io_text = f"{io.get('dtype')} {io.get('shape')}" if io else ""
+        print(f"  {name:<15} {entry['file']:<28} {entry['size_bytes'] / 1e6:7.2f} MB  {io_text}")
+        if name == "tflite_float16" and entry.get("gpu_compatibility"):
+            print(f"  {'':<15} GPU delegate: {entry['gpu_compatibility']['summary']}")
+    if "edgetpu" in names:
+        from pathlib import Path
+
+        findings = check_edgetpu(Path(result["out_dir"]) / manifest["targets"]["edgetpu"]["file"])
+        for line in format_findings(findings):
+            print(line)
+    if result["report"] is not None:
+        print(f"Report: {result['out_dir']}/report.md")
+    elif data is None and not args.no_verify:
+        print("No --dataset given: artifacts were not evaluated (no report).", file=sys.stderr)
+    return 0

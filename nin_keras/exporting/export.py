@@ -1,0 +1,180 @@
+"""`export_targets`: write the chosen targets into a folder, all or nothing.
+
+Everything is built in a hidden staging folder beside `out_dir`. Only when every target succeeded are the
+new files moved into `out_dir`, each with one rename (a folder such as saved_model/ with two): a failure,
+an exception or a kill before that point leaves `out_dir` exactly as it was and no temporary files behind.
+Files of targets not exported this time are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from nin_keras._atomic import write_json
+from nin_keras.exporting.targets import (
+    EXPORT_TARGETS,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    TARGET_FUNCTIONS,
+    ExportContext,
+    parse_targets,
+    write_labels,
+)
+from nin_keras.errors import InvalidInputError
+
+# Written by verification from the artifacts; stale once any artifact is replaced.
+REPORT_FILES = ("report.json", "report.md")
+
+
+def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, class_names=None,
+                   representative_samples: int | None = None, progress: bool = True) -> dict:
+    """Writes `targets` of `model` into `out_dir` and returns the manifest (also written as manifest.json).
+
+    Args:
+        model: a Keras 3 image classifier taking raw pixels.
+        out_dir: the export folder (created; existing files of other targets are kept).
+        targets: "all", a comma-separated string or a list of names from `EXPORT_TARGETS`.
+        data: training data for full-integer calibration (`DatasetSplits`: its train split; a dataset of
+            (images, labels); or arrays). Required by tflite_int8 and edgetpu.
+        qat_model: a `QATModel` from `quantize_aware`; tflite_int8 and edgetpu convert it instead of
+            quantizing the float model after training.
+        class_names: names for labels.txt. Defaults to the dataset's, else "0", "1", ...
+        representative_samples: calibration images drawn from the training data. Defaults to 200.
+        progress: print one line per target. Defaults to True.
+
+    Returns:
+        The manifest: model name, input shape, classes, and per target its file, size, input/output
+        dtype/shape/quantization, ops, and target-specific findings (GPU compatibility, Edge TPU check).
+
+    Raises:
+        InvalidInputError: unknown target, full-integer targets without data, data or class names that do
+            not fit the model.
+        ConversionError: the converter failed (its message is carried).
+    """
+    from nin_keras.models import check_image_classifier
+    from nin_keras.quantization.converter import float32_model
+    from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
+
+    names = parse_targets(targets)
+    input_shape, num_classes = check_image_classifier(model)
+    needs_data = check_targets_have_data(names, data)
+    class_names = _class_names(class_names, data, num_classes)
+    images = None
+    if data is not None and needs_data:
+        images = representative_images(model, data,
+                                       num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
+    elif data is not None:
+        from nin_keras.quantization.data import check_data_compatible
+
+        check_data_compatible(model, data)
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInputError(f"Export folder {out_dir} exists and is not a folder.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
+    work_dir = Path(tempfile.mkdtemp(prefix="nin_keras_export_"))
+    try:
+        context = ExportContext(model=model, representative_images=images, qat_model=qat_model, work_dir=work_dir,
+                                float_model=float32_model(model))
+        entries = {}
+        for name in names:
+            started = time.perf_counter()
+            entries[name] = TARGET_FUNCTIONS[name](context, staging)
+            entries[name]["seconds"] = round(time.perf_counter() - started, 2)
+            if progress:
+                size = entries[name]["size_bytes"] / 1e6
+                print(f"  {name:<15} {entries[name]['file']:<28} {size:7.2f} MB  "
+                      f"{entries[name]['seconds']:6.1f} s", file=sys.stderr)
+        write_labels(staging, class_names)
+        manifest = {
+            "model": model.name,
+            "input_shape": list(input_shape),
+            "num_classes": num_classes,
+            "labels": LABELS_FILE,
+            "qat": None if qat_model is None else {"epochs": qat_model.epochs, "history": qat_model.history},
+            "representative_samples": None if images is None else int(len(images)),
+            "targets": {**_previous_targets(out_dir, names), **entries},
+        }
+        write_json(staging / MANIFEST_FILE, manifest)
+        _move_into(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return manifest
+
+
+def check_targets_have_data(names, data) -> list[str]:
+    """Raises `InvalidInputError` if full-integer targets are asked for without data; returns those targets."""
+    needs_data = [t for t in names if EXPORT_TARGETS[t].needs_data]
+    if needs_data and data is None:
+        raise InvalidInputError(
+            f"Target{'s' if len(needs_data) > 1 else ''} {', '.join(needs_data)} need representative data for "
+            "full-integer quantization: pass data= (e.g. nin_keras.load_dataset(...)) or --dataset."
+        )
+    return needs_data
+
+
+def _class_names(class_names, data, num_classes: int) -> list[str]:
+    if class_names is None and data is not None:
+        class_names = getattr(data, "class_names", None)
+    if class_names is None:
+        return [str(i) for i in range(num_classes)]
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes:
+        raise InvalidInputError(
+            f"{len(class_names)} class names given for a model with {num_classes} classes."
+        )
+    if any("\n" in name for name in class_names):
+        raise InvalidInputError("Class names must not contain line breaks (labels.txt has one name a line).")
+    return class_names
+
+
+def _previous_targets(out_dir: Path, names) -> dict:
+    """Manifest entries of targets exported earlier into `out_dir` and kept this time."""
+    import json
+
+    try:
+        previous = json.loads((out_dir / MANIFEST_FILE).read_text())["targets"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {t: e for t, e in previous.items() if t not in names and (out_dir / EXPORT_TARGETS[t].file).exists()}
+
+
+def _move_into(staging: Path, out_dir: Path) -> None:
+    """Moves every finished entry of `staging` into `out_dir` (renames within one filesystem)."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)  # the whole export appears at once
+        staging.mkdir()  # so the caller's cleanup finds something to remove
+        return
+    for report in REPORT_FILES:
+        (out_dir / report).unlink(missing_ok=True)
+    for entry in sorted(staging.iterdir()):
+        target = out_dir / entry.name
+        if entry.is_dir():
+            if target.exists():
+                _replace_tree(entry, target)
+            else:
+                os.replace(entry, target)
+        else:
+            os.replace(entry, target)
+
+
+def _replace_tree(new: Path, target: Path) -> None:
+    """Replaces folder `target` by `new`; nested folders (saved_model/1) are replaced leaf-folder-wise."""
+    # saved_model/ may hold other versions (2/, 3/ ...): replace only the ones we wrote.
+    for child in new.iterdir():
+        destination = target / child.name
+        if child.is_dir() and destination.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=target))
+            os.rmdir(old)
+            os.replace(destination, old)
+            os.replace(child, destination)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(child, destination)

@@ -1,0 +1,278 @@
+"""One function per export target. Each writes its files into a folder (atomically) and returns its manifest entry.
+
+Every target function has the signature `export_<target>(context, out_dir) -> dict`; `ExportContext` carries the
+model, the calibration images, the QAT model and a cache of the SavedModels the converter reads. Converter
+flags are set in one place, `nin_keras.quantization.converter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import sys
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from nin_keras._atomic import write_bytes, write_json, write_text
+from nin_keras.errors import InvalidInputError
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetInfo:
+    file: str
+    description: str
+    needs_data: bool = False
+
+
+EXPORT_TARGETS: "OrderedDict[str, TargetInfo]" = OrderedDict(
+    keras=TargetInfo("model.keras", "Keras 3 model, float32 weights"),
+    saved_model=TargetInfo(
+        "saved_model/1",
+        "TF Serving SavedModel, signature serving_default: image float32 [N,H,W,C] raw pixels -> "
+        "probabilities [N,classes], class_id [N]",
+    ),
+    tflite_float32=TargetInfo("model_float32.tflite", "float32 weights and I/O"),
+    tflite_float16=TargetInfo("model_float16.tflite",
+                              "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it"),
+    tflite_dynamic=TargetInfo("model_dynamic.tflite", "int8 weights, float activations, float32 I/O"),
+    tflite_int8=TargetInfo("model_int8.tflite", "full integer, int8 input/output (QAT or PTQ)", needs_data=True),
+    edgetpu=TargetInfo("model_edgetpu_ready.tflite",
+                       "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
+                       needs_data=True),
+)
+
+LABELS_FILE = "labels.txt"
+MANIFEST_FILE = "manifest.json"
+GPU_COMPATIBILITY_FILE = "gpu_compatibility.txt"
+EDGETPU_CHECK_FILE = "edgetpu_check.json"
+
+
+@dataclasses.dataclass
+class ExportContext:
+    """What the target functions share.
+
+    Attributes:
+        model: the Keras 3 model as given (saved as model.keras).
+        float_model: the same model computing in float32 (a copy if `model` uses mixed precision): what
+            the SavedModel and every .tflite are made from. Defaults to `model`.
+        representative_images: raw-pixel training images for full-integer calibration, or None.
+        qat_model: a `QATModel` (full-integer targets use it when given), or None.
+        work_dir: a scratch folder (outside the export) for the SavedModels the converter reads.
+    """
+
+    model: object
+    float_model: object = None
+    representative_images: np.ndarray | None = None
+    qat_model: object = None
+    work_dir: Path | None = None
+    _saved_models: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.float_model is None:
+            self.float_model = self.model
+
+    def conversion_saved_model(self, batch_size=None) -> Path:
+        """The model as a SavedModel with a float32 `image` input of batch `batch_size` (written once)."""
+        from nin_keras.quantization.converter import write_conversion_saved_model
+
+        if batch_size not in self._saved_models:
+            directory = Path(self.work_dir) / f"convert_batch_{batch_size or 'any'}"
+            self._saved_models[batch_size] = write_conversion_saved_model(self.float_model, directory,
+                                                                          batch_size=batch_size)
+        return self._saved_models[batch_size]
+
+    def tflite(self, mode: str, *, batch_size=None, use_qat: bool = False) -> bytes:
+        from nin_keras.quantization.converter import to_tflite
+
+        if use_qat and self.qat_model is not None:
+            return to_tflite(self.qat_model, mode, representative_images=self.representative_images,
+                             batch_size=batch_size)
+        return to_tflite(self.float_model, mode, representative_images=self.representative_images,
+                         batch_size=batch_size, saved_model_dir=self.conversion_saved_model(batch_size))
+
+
+def _tflite_entry(target: str, path: Path, **extra) -> dict:
+    from nin_keras.exporting.tflite_info import describe_tflite
+
+    info = describe_tflite(path)
+    return {"target": target, "file": path.name, "size_bytes": info["size_bytes"],
+            "description": EXPORT_TARGETS[target].description, "input": info["inputs"][0],
+            "output": info["outputs"][0], "ops": info["ops"], "op_versions": info["op_versions"], **extra}
+
+
+def _write_tflite(target: str, data: bytes, out_dir: Path, **extra) -> dict:
+    path = write_bytes(Path(out_dir) / EXPORT_TARGETS[target].file, data)
+    return _tflite_entry(target, path, **extra)
+
+
+def export_keras(context: ExportContext, out_dir) -> dict:
+    """model.keras: the float Keras 3 model."""
+    from nin_keras.models import save_model
+
+    path = save_model(context.model, Path(out_dir) / EXPORT_TARGETS["keras"].file)
+    return {"target": "keras", "file": path.name, "size_bytes": path.stat().st_size,
+            "description": EXPORT_TARGETS["keras"].description}
+
+
+def export_saved_model(context: ExportContext, out_dir) -> dict:
+    """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id)."""
+    import keras
+    import tensorflow as tf
+
+    from nin_keras._atomic import atomic_dir
+    from nin_keras._runtime import silenced_native_stderr
+
+    model = context.float_model
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(image):
+        probabilities = tf.cast(model(image, training=False), tf.float32)
+        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+
+    archive.add_endpoint(
+        "serving_default",
+        tf.function(serve, input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")]),
+    )
+    target_dir = Path(out_dir) / EXPORT_TARGETS["saved_model"].file
+    with atomic_dir(target_dir) as tmp, silenced_native_stderr():
+        archive.write_out(str(tmp), verbose=False)
+    size = sum(p.stat().st_size for p in target_dir.rglob("*") if p.is_file())
+    return {"target": "saved_model", "file": "saved_model/1", "size_bytes": size,
+            "description": EXPORT_TARGETS["saved_model"].description, "signature": "serving_default",
+            "input": {"name": "image", "dtype": "float32", "shape": [-1, *shape], "quantization": None},
+            "outputs": {"probabilities": "float32 [N, classes]", "class_id": "int64 [N]"}}
+
+
+def export_tflite_float32(context: ExportContext, out_dir) -> dict:
+    """model_float32.tflite: float32 weights and I/O."""
+    return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, precision="float32")
+
+
+def export_tflite_float16(context: ExportContext, out_dir) -> dict:
+    """model_float16.tflite plus gpu_compatibility.txt (the converter's GPU-delegate analysis)."""
+    data = context.tflite("float16")
+    text = gpu_compatibility_report(data)
+    write_text(Path(out_dir) / GPU_COMPATIBILITY_FILE, text)
+    return _write_tflite("tflite_float16", data, out_dir, precision="float16 weights",
+                         gpu_compatibility=summarize_gpu_compatibility(text))
+
+
+def export_tflite_dynamic(context: ExportContext, out_dir) -> dict:
+    """model_dynamic.tflite: dynamic-range quantization (int8 weights, float activations and I/O)."""
+    return _write_tflite("tflite_dynamic", context.tflite("dynamic"), out_dir,
+                         precision="int8 weights / float activations")
+
+
+def export_tflite_int8(context: ExportContext, out_dir) -> dict:
+    """model_int8.tflite: full integer with int8 I/O; from the QAT model when there is one, else PTQ."""
+    _require_data(context, "tflite_int8")
+    data = context.tflite("int8", use_qat=True)
+    return _write_tflite("tflite_int8", data, out_dir, precision="full int8",
+                         quantization="qat" if context.qat_model is not None else "ptq")
+
+
+def export_edgetpu(context: ExportContext, out_dir) -> dict:
+    """model_edgetpu_ready.tflite (uint8 I/O, batch 1), edgetpu_check.json, and the compiler's output if present."""
+    from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
+
+    _require_data(context, "edgetpu")
+    data = context.tflite("uint8", batch_size=1, use_qat=True)
+    entry = _write_tflite("edgetpu", data, out_dir, precision="full int8 (uint8 I/O)",
+                          quantization="qat" if context.qat_model is not None else "ptq")
+    path = Path(out_dir) / EXPORT_TARGETS["edgetpu"].file
+    findings = check_edgetpu(path)
+    findings["path"] = path.name
+    compiler = run_edgetpu_compiler(path, out_dir)
+    findings["compiler"] = compiler
+    write_json(Path(out_dir) / EDGETPU_CHECK_FILE, findings)
+    entry["edgetpu"] = {"compatible": findings["compatible"], "problems": findings["problems"],
+                        "compiler": compiler, "check_file": EDGETPU_CHECK_FILE}
+    return entry
+
+
+def _require_data(context: ExportContext, target: str) -> None:
+    if context.representative_images is None:
+        raise InvalidInputError(
+            f"Target {target!r} is full-integer and needs representative data: pass data= (the training "
+            "dataset) or, on the command line, --dataset."
+        )
+
+
+# target name -> its function (EXPORT_TARGETS' order).
+TARGET_FUNCTIONS = OrderedDict(
+    keras=export_keras,
+    saved_model=export_saved_model,
+    tflite_float32=export_tflite_float32,
+    tflite_float16=export_tflite_float16,
+    tflite_dynamic=export_tflite_dynamic,
+    tflite_int8=export_tflite_int8,
+    edgetpu=export_edgetpu,
+)
+
+
+def gpu_compatibility_report(model_content: bytes) -> str:
+    """The text of `tf.lite.experimental.Analyzer.analyze(..., gpu_compatibility=True)`.
+
+    The analyzer prints (from Python and from C++) instead of returning its findings: both are captured.
+    """
+    import tensorflow as tf
+
+    python_output = io.StringIO()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(python_output):
+                tf.lite.experimental.Analyzer.analyze(model_content=model_content, gpu_compatibility=True)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        capture.seek(0)
+        native_output = capture.read().decode("utf-8", errors="replace")
+    return python_output.getvalue() + native_output
+
+
+def summarize_gpu_compatibility(text: str) -> dict:
+    compatible = "looks compatible with GPU delegate" in text
+    warnings = [line.strip() for line in text.splitlines() if "GPU COMPATIBILITY WARNING" in line
+                or "not supported by GPU" in line.lower()]
+    summary = ("compatible with the GPU delegate (static analysis)" if compatible and not warnings
+               else f"{len(warnings)} GPU compatibility warnings" if warnings else "analysis gave no verdict")
+    return {"compatible": compatible and not warnings, "summary": summary, "warnings": warnings[:20],
+            "file": GPU_COMPATIBILITY_FILE}
+
+
+def write_labels(out_dir, class_names) -> Path:
+    return write_text(Path(out_dir) / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
+
+
+def parse_targets(targets) -> list[str]:
+    """"all", a comma-separated string or a list -> target names in EXPORT_TARGETS' order; unknown names raise."""
+    if targets is None:
+        targets = "all"
+    if isinstance(targets, str):
+        names = [t.strip() for t in targets.split(",") if t.strip()]
+    else:
+        names = [str(t).strip() for t in targets]
+    if not names:
+        raise InvalidInputError(f"No export targets given. Known targets: all, {', '.join(EXPORT_TARGETS)}.")
+    if "all" in names:
+        return list(EXPORT_TARGETS)
+    unknown = [n for n in names if n not in EXPORT_TARGETS]
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown export target{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. "
+            f"Known targets: all, {', '.join(EXPORT_TARGETS)}."
+        )
+    return [t for t in EXPORT_TARGETS if t in names]
+
+
+__all__ = ["EXPORT_TARGETS", "ExportContext", "TARGET_FUNCTIONS", "TargetInfo", "parse_targets"]

@@ -1,0 +1,210 @@
+"""The one place that decides TFLite converter settings, and the SavedModel every Keras model converts from.
+
+Modes (what the numbers in the .tflite are):
+
+- "float32": float weights and activations.
+- "float16": float16 weights, float32 I/O (the GPU delegate's format).
+- "dynamic": int8 weights, float activations and I/O (dynamic-range quantization).
+- "int8": full integer, int8 input and output; needs representative data (or a QAT model).
+- "uint8": full integer, uint8 input and output (the Edge TPU's format; the converter adds QUANTIZE ops
+  at both ends); needs representative data (or a QAT model).
+
+Supported ops are always set explicitly: never SELECT_TF_OPS (flex ops), which the LiteRT runtimes on
+devices do not run and which break full-integer and Edge TPU conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from nin_keras.errors import ConversionError, InvalidInputError
+
+MODES = ("float32", "float16", "dynamic", "int8", "uint8")
+FULL_INTEGER_MODES = ("int8", "uint8")
+# Name of the single output of the SavedModels and .tflite files converted here.
+OUTPUT_NAME = "probabilities"
+
+
+def configure_converter(converter, mode: str, *, representative_images=None):
+    """Sets `converter`'s flags for `mode` (see the module docstring); returns the converter.
+
+    Args:
+        converter: a `tf.lite.TFLiteConverter`.
+        mode: one of `MODES`.
+        representative_images: float32 raw-pixel images (N, H, W, C) used to calibrate activation ranges;
+            required for "int8"/"uint8" (also for a QAT model, whose FakeQuant ranges then set the
+            quantization of everything but the float preprocessing in front).
+    """
+    import tensorflow as tf
+
+    if mode not in MODES:
+        raise InvalidInputError(f"Unknown conversion mode {mode!r}. Allowed: {', '.join(MODES)}.")
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "float32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return converter
+    if mode == "dynamic":
+        return converter
+    # Full integer. Calibration data is needed also for a QAT model: without it the converter keeps the
+    # float preprocessing in front (float32 input), which is not full integer.
+    if representative_images is None:
+        raise InvalidInputError(
+            f"Full-integer ({mode}) conversion needs representative data: pass data (a dataset or "
+            "(images, labels) arrays) drawn from the training set."
+        )
+    converter.representative_dataset = representative_dataset(representative_images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io_type = tf.int8 if mode == "int8" else tf.uint8
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    return converter
+
+
+def representative_dataset(images):
+    """Returns the converter's `representative_dataset` callable: one float32 image (batch 1) a step."""
+    images = np.asarray(images, dtype="float32")
+
+    def generate():
+        for image in images:
+            yield [image[None]]
+
+    return generate
+
+
+def convert(converter, *, what: str = "model") -> bytes:
+    """Runs `converter`; any failure becomes `ConversionError` carrying the converter's own message."""
+    from nin_keras._runtime import silenced_native_stderr
+
+    try:
+        with silenced_native_stderr():
+            return bytes(converter.convert())
+    except ConversionError:
+        raise
+    except Exception as error:  # the converter raises many types (ConverterError, ValueError, RuntimeError)
+        message = " ".join(str(error).split())[:2000] or type(error).__name__
+        raise ConversionError(f"TFLite conversion of {what} failed: {message}") from error
+
+
+def is_float32(model) -> bool:
+    """True if every layer of `model` computes in float32 (no mixed-precision policy)."""
+    return all(getattr(layer, "compute_dtype", "float32") in ("float32", None) for layer in model.layers)
+
+
+def float32_model(model):
+    """`model` itself if it computes in float32, else a float32 copy (same layers, same weights).
+
+    Models trained with a mixed-precision policy ("mixed_bfloat16", "mixed_float16") compute in 16 bits; the
+    TFLite converter cannot lower bfloat16 ops, and deployed artifacts should not depend on the training
+    precision. The copy is rebuilt from the model's own config with every layer's dtype policy set to
+    float32, then the (float32) weights are copied.
+    """
+    import keras
+
+    if is_float32(model):
+        return model
+    config = model.get_config()
+    for layer in config.get("layers", []):
+        layer_config = layer.get("config", {})
+        if "dtype" in layer_config and layer.get("class_name") != "InputLayer":
+            layer_config["dtype"] = "float32"
+    try:
+        copy = keras.Model.from_config(config)
+        copy.set_weights(model.get_weights())
+    except Exception as error:
+        raise InvalidInputError(
+            f"Could not make a float32 copy of mixed-precision model {model.name!r} for export: {error}"
+        ) from None
+    return copy
+
+
+def write_conversion_saved_model(model, directory, *, batch_size=None) -> Path:
+    """Writes `model` as a SavedModel whose `serving_default` maps float32 `image` to `probabilities`.
+
+    The input signature is explicit: batch `batch_size` (None: free; 1: static, as the Edge TPU needs) and
+    float32 raw pixels, whatever dtype the model's input layer declares.
+    """
+    import keras
+    import tensorflow as tf
+
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(image):
+        return {OUTPUT_NAME: tf.cast(model(image, training=False), tf.float32)}
+
+    archive.add_endpoint(
+        "serving_default",
+        tf.function(serve, input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name="image")]),
+    )
+    from nin_keras._runtime import silenced_native_stderr
+
+    with silenced_native_stderr():
+        archive.write_out(str(directory), verbose=False)
+    return Path(directory)
+
+
+@contextlib.contextmanager
+def keras_converter(model, *, batch_size=None):
+    """Yields a `TFLiteConverter` for a Keras 3 model (via a temporary SavedModel, removed afterwards)."""
+    import tensorflow as tf
+
+    directory = Path(tempfile.mkdtemp(prefix="nin_keras_convert_"))
+    try:
+        write_conversion_saved_model(model, directory / "saved_model", batch_size=batch_size)
+        yield tf.lite.TFLiteConverter.from_saved_model(str(directory / "saved_model"))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def tf_keras_converter(tf_keras_model, *, batch_size=None):
+    """Returns a `TFLiteConverter` for a tf_keras (e.g. tfmot QAT) model; `batch_size=1` makes it static."""
+    import tensorflow as tf
+
+    if batch_size is None:
+        return tf.lite.TFLiteConverter.from_keras_model(tf_keras_model)
+    shape = tuple(int(d) for d in tf_keras_model.inputs[0].shape[1:])
+
+    @tf.function(input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name="image")])
+    def serve(image):
+        return {OUTPUT_NAME: tf_keras_model(image, training=False)}
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], tf_keras_model)
+
+
+def to_tflite(model, mode: str, *, representative_images=None, batch_size=None, saved_model_dir=None) -> bytes:
+    """Converts a Keras 3 model or a `QATModel` to .tflite bytes in `mode` (see `MODES`).
+
+    Args:
+        model: a Keras 3 model, or a `nin_keras.quantization.QATModel` (its FakeQuant ranges set the
+            quantization).
+        mode: one of `MODES`.
+        representative_images: raw-pixel calibration images for "int8"/"uint8".
+        batch_size: None (free batch) or 1 (static shape, for the Edge TPU).
+        saved_model_dir: a SavedModel of `model` already written by `write_conversion_saved_model` with the
+            same `batch_size` (saves writing one per conversion). Defaults to a temporary one.
+    """
+    import tensorflow as tf
+
+    from nin_keras.quantization.qat import QATModel
+
+    if isinstance(model, QATModel):
+        converter = tf_keras_converter(model.model, batch_size=batch_size)
+        configure_converter(converter, mode, representative_images=representative_images)
+        return convert(converter, what=f"{model.name} (QAT, {mode})")
+    model = float32_model(model)
+    if saved_model_dir is not None:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+        configure_converter(converter, mode, representative_images=representative_images)
+        return convert(converter, what=f"{model.name} ({mode})")
+    with keras_converter(model, batch_size=batch_size) as converter:
+        configure_converter(converter, mode, representative_images=representative_images)
+        return convert(converter, what=f"{model.name} ({mode})")

@@ -1,0 +1,78 @@
+"""Workflows that span stages: `export` = (quantization-aware training) -> write targets -> verify them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DEFAULT_EXPORT_ROOT = "export"
+
+
+def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
+           representative_samples: int | None = None, class_names=None, verify: bool = True,
+           progress: bool = True) -> dict:
+    """Exports a model to the chosen targets, quantizing and verifying as asked.
+
+    Args:
+        model: a Keras 3 image classifier, or a path to a `.keras` file (loaded safely).
+        out_dir: export folder. Defaults to `export/<model name>/`.
+        targets: "all" or names from `nin_keras.EXPORT_TARGETS` (list or comma-separated): keras, saved_model,
+            tflite_float32, tflite_float16, tflite_dynamic, tflite_int8, edgetpu. Defaults to "all".
+        data: a `DatasetSplits` (or (images, labels) arrays / a dataset of them). Its training split
+            calibrates full-integer quantization (needed by tflite_int8 and edgetpu) and feeds QAT; its test
+            split (DatasetSplits) or the arrays themselves evaluate every artifact (report.json/report.md).
+        qat_epochs: quantization-aware fine-tuning epochs for the full-integer targets; 0 uses
+            post-training quantization. Defaults to 0.
+        learning_rate: QAT learning rate. Defaults to `nin_keras.quantization.DEFAULT_LEARNING_RATE`.
+        representative_samples: calibration images. Defaults to 200.
+        class_names: names for labels.txt. Defaults to the dataset's.
+        verify: evaluate and time every artifact when data is given. Defaults to True.
+        progress: print progress. Defaults to True.
+
+    Returns:
+        dict with out_dir, manifest (see `nin_keras.exporting.export_targets`) and report (the verification
+        rows, or None without data / with verify=False).
+    """
+    from nin_keras.errors import InvalidInputError
+    from nin_keras.exporting import export_targets, parse_targets
+    from nin_keras.exporting.export import check_targets_have_data
+
+    if isinstance(model, (str, Path)):
+        from nin_keras.models import load_model
+
+        model = load_model(model)
+    from nin_keras.models import check_image_classifier
+
+    check_image_classifier(model)
+    names = parse_targets(targets)
+    check_targets_have_data(names, data)
+    if data is not None:
+        from nin_keras.quantization.data import check_data_compatible
+
+        check_data_compatible(model, data)  # before any slow work
+    if isinstance(qat_epochs, bool) or not isinstance(qat_epochs, int) or qat_epochs < 0:
+        raise InvalidInputError(f"qat_epochs must be an integer >= 0; received {qat_epochs!r}.")
+    out_dir = Path(out_dir) if out_dir is not None else Path(DEFAULT_EXPORT_ROOT) / model.name
+
+    qat_model = None
+    wants_integer = any(t in ("tflite_int8", "edgetpu") for t in names)
+    if qat_epochs > 0 and wants_integer:
+        if data is None:
+            raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
+        from nin_keras.quantization import DEFAULT_LEARNING_RATE, quantize_aware
+
+        if progress:
+            print(f"Quantization-aware training: {qat_epochs} epoch(s)", file=sys.stderr)
+        qat_model = quantize_aware(model, data, epochs=qat_epochs,
+                                   learning_rate=learning_rate or DEFAULT_LEARNING_RATE, progress=progress)
+    if progress:
+        print(f"Exporting {model.name} to {out_dir}/", file=sys.stderr)
+    manifest = export_targets(model, out_dir, targets=names, data=data, qat_model=qat_model,
+                              class_names=class_names, representative_samples=representative_samples,
+                              progress=progress)
+    report = None
+    if verify and data is not None:
+        from nin_keras.verification import verify_export
+
+        report = verify_export(out_dir, data, reference_model=model, progress=progress)
+    return {"out_dir": str(out_dir), "manifest": manifest, "report": report}

@@ -1,0 +1,273 @@
+"""Export: every target's files and I/O, SavedModel signature, atomicity on failure, bad input, the CLI."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nin_keras
+from nin_keras.errors import ConversionError, IncompatibleModelError, InvalidInputError
+from nin_keras.exporting import EXPORT_TARGETS, describe_tflite, export_targets
+
+SHAPE = (16, 16, 3)
+CLASS_NAMES = [f"class_{i}" for i in range(10)]
+
+
+def _model():
+    return nin_keras.build_nin(10, variant="cifar", input_shape=SHAPE, width_multiplier=0.1)
+
+
+def _data(n=48, seed=0, shape=SHAPE):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (n, *shape)).astype("float32"), rng.integers(0, 10, n)
+
+
+def _listing(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _stray_files(root: Path) -> list:
+    return [p.name for p in root.rglob("*") if ".tmp" in p.name or ".staging" in p.name or ".old" in p.name]
+
+
+def _predict_tflite(path, images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    outputs = []
+    for image in images:
+        x = image[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).astype("float32")
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y - zero) * scale
+        outputs.append(y[0])
+    return np.stack(outputs)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = _model()
+    out = tmp_path_factory.mktemp("export") / "nin"
+    manifest = export_targets(model, out, targets="all", data=_data(), class_names=CLASS_NAMES,
+                              representative_samples=32, progress=False)
+    return model, out, manifest
+
+
+def test_all_targets_write_their_files(exported):
+    _, out, manifest = exported
+    for target, info in EXPORT_TARGETS.items():
+        assert (out / info.file).exists(), target
+        assert target in manifest["targets"]
+    for extra in ("labels.txt", "manifest.json", "gpu_compatibility.txt", "edgetpu_check.json"):
+        assert (out / extra).is_file(), extra
+    assert (out / "labels.txt").read_text().splitlines() == CLASS_NAMES
+    assert json.loads((out / "manifest.json").read_text())["num_classes"] == 10
+    assert not _stray_files(out.parent)
+
+
+def test_tflite_io_types_are_what_the_names_say(exported):
+    _, out, _ = exported
+    expected = {
+        "model_float32.tflite": ("float32", -1),
+        "model_float16.tflite": ("float32", -1),
+        "model_dynamic.tflite": ("float32", -1),
+        "model_int8.tflite": ("int8", -1),
+        "model_edgetpu_ready.tflite": ("uint8", 1),
+    }
+    for name, (dtype, batch) in expected.items():
+        info = describe_tflite(out / name)
+        assert info["inputs"][0]["dtype"] == dtype and info["outputs"][0]["dtype"] == dtype, name
+        assert info["inputs"][0]["shape"] == [batch, *SHAPE], name
+        assert "FlexDelegate" not in str(info["ops"]) and not any(op.startswith("CUSTOM") for op in info["ops"])
+    int8 = describe_tflite(out / "model_int8.tflite")["ops"]
+    assert "QUANTIZE" not in int8 and "DEQUANTIZE" not in int8
+    sizes = {n: (out / n).stat().st_size for n in expected}
+    assert sizes["model_int8.tflite"] < 0.5 * sizes["model_float32.tflite"]
+    assert sizes["model_float16.tflite"] < sizes["model_float32.tflite"]
+
+
+def test_tflite_numerics_on_raw_pixels(exported):
+    model, out, _ = exported
+    images, _ = _data(12, seed=3)
+    reference = model.predict(images, verbose=0)
+    float32 = _predict_tflite(out / "model_float32.tflite", images)
+    np.testing.assert_allclose(float32, reference, atol=1e-5)
+    for name in ("model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite", "model_edgetpu_ready.tflite"):
+        probabilities = _predict_tflite(out / name, images)
+        assert np.abs(probabilities - reference).max() < 0.1, name
+
+
+def test_saved_model_signature_for_tf_serving(exported):
+    import tensorflow as tf
+
+    model, out, manifest = exported
+    loaded = tf.saved_model.load(str(out / "saved_model" / "1"))
+    signature = loaded.signatures["serving_default"]
+    _, inputs = signature.structured_input_signature
+    assert list(inputs) == ["image"] and inputs["image"].dtype == tf.float32
+    assert inputs["image"].shape.as_list() == [None, *SHAPE]
+    images, _ = _data(3, seed=4)
+    result = signature(image=tf.constant(images))
+    assert set(result) == {"probabilities", "class_id"}
+    np.testing.assert_allclose(result["probabilities"].numpy(), model.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(result["class_id"].numpy(), result["probabilities"].numpy().argmax(-1))
+    assert manifest["targets"]["saved_model"]["file"] == "saved_model/1"
+
+
+def test_float16_records_gpu_compatibility(exported):
+    _, out, manifest = exported
+    entry = manifest["targets"]["tflite_float16"]["gpu_compatibility"]
+    assert entry["compatible"] is True
+    assert "GPU delegate" in (out / "gpu_compatibility.txt").read_text()
+
+
+def test_failure_mid_export_leaves_previous_export_untouched(exported, monkeypatch, tmp_path):
+    model, _, _ = exported
+    out = tmp_path / "nin"
+    export_targets(model, out, targets="keras,tflite_float32", progress=False)
+    before = _listing(out)
+
+    from nin_keras.exporting import targets as targets_module
+
+    def broken(context, out_dir):
+        (Path(out_dir) / "model_dynamic.tflite").write_bytes(b"partial")
+        raise ConversionError("injected converter failure")
+
+    monkeypatch.setitem(targets_module.TARGET_FUNCTIONS, "tflite_dynamic", broken)
+    with pytest.raises(ConversionError, match="injected"):
+        export_targets(model, out, targets="keras,tflite_float32,tflite_dynamic", progress=False)
+    assert _listing(out) == before
+    assert not _stray_files(tmp_path)
+    # A first export that fails leaves no folder at all.
+    with pytest.raises(ConversionError):
+        export_targets(model, tmp_path / "fresh", targets="tflite_dynamic", progress=False)
+    assert not (tmp_path / "fresh").exists() and not _stray_files(tmp_path)
+
+
+def test_reexport_replaces_only_the_chosen_targets(exported, tmp_path):
+    model, _, _ = exported
+    out = tmp_path / "nin"
+    export_targets(model, out, targets="keras,tflite_float32", progress=False)
+    keras_bytes = (out / "model.keras").read_bytes()
+    manifest = export_targets(model, out, targets="tflite_dynamic", progress=False)
+    assert (out / "model.keras").read_bytes() == keras_bytes
+    assert {"keras", "tflite_float32", "tflite_dynamic"} <= set(manifest["targets"])
+    assert not _stray_files(tmp_path)
+
+
+def test_bad_input_is_refused_before_writing(exported, tmp_path):
+    model, _, _ = exported
+    out = tmp_path / "x"
+    with pytest.raises(InvalidInputError, match="Known targets: all, keras, saved_model"):
+        export_targets(model, out, targets="keras,onnx", progress=False)
+    with pytest.raises(InvalidInputError, match="representative data"):
+        export_targets(model, out, targets="tflite_int8", progress=False)
+    with pytest.raises(IncompatibleModelError, match="16, 16, 3"):
+        export_targets(model, out, targets="edgetpu", data=_data(8, shape=(8, 8, 3)), progress=False)
+    features = nin_keras.build_nin(10, input_shape=SHAPE, width_multiplier=0.1, include_top=False)
+    with pytest.raises(IncompatibleModelError):
+        export_targets(features, out, targets="keras", progress=False)
+    assert not out.exists() and not _stray_files(tmp_path)
+
+
+@pytest.mark.slow
+def test_workflow_export_with_qat_and_verification(tmp_path):
+    pytest.importorskip("nin_keras.verification")
+    model = _model()
+    result = nin_keras.export(model, tmp_path / "out", targets="keras,tflite_float32,tflite_int8",
+                              data=_data(64), qat_epochs=1, progress=False)
+    manifest = result["manifest"]
+    assert manifest["targets"]["tflite_int8"]["quantization"] == "qat"
+    assert manifest["qat"]["epochs"] == 1
+    assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.md").is_file()
+    assert len(result["report"]) >= 3
+
+
+def test_default_out_dir_is_export_model_name(exported, tmp_path, monkeypatch):
+    model, _, _ = exported
+    monkeypatch.chdir(tmp_path)
+    result = nin_keras.export(model, targets="keras", progress=False)
+    assert Path(result["out_dir"]) == Path("export") / model.name
+    assert (tmp_path / "export" / model.name / "model.keras").is_file()
+
+
+def _cli(argv, capsys):
+    from nin_keras.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_export_and_edgetpu_findings(exported, tmp_path, capsys):
+    model, _, _ = exported
+    path = nin_keras.save_model(model, tmp_path / "m.keras")
+    code, out, err = _cli(["export", str(path), "--targets", "keras,edgetpu", "--dataset", "synthetic",
+                           "--out", str(tmp_path / "out"), "--no-verify", "--representative-samples", "16"],
+                          capsys)
+    assert code == 0, err
+    assert "Edge TPU check of model_edgetpu_ready.tflite: compatible" in out
+    assert (tmp_path / "out" / "model_edgetpu_ready.tflite").is_file()
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["--targets", "keras,onnx"], "Known targets"),
+    (["--targets", "tflite_int8"], "representative data"),
+])
+def test_cli_bad_targets_one_line_exit_2(exported, tmp_path, capsys, argv_tail, message):
+    model, _, _ = exported
+    path = nin_keras.save_model(model, tmp_path / "m.keras")
+    code, _, err = _cli(["export", str(path), "--out", str(tmp_path / "o"), *argv_tail], capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("content", [None, b"not a zip", b"PK\x03\x04broken"])
+def test_cli_bad_model_file_one_line_exit_2(tmp_path, capsys, content):
+    path = tmp_path / "model.keras"
+    if content is not None:
+        path.write_bytes(content)
+    code, _, err = _cli(["export", str(path), "--targets", "keras", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_data_that_does_not_fit_the_model(exported, tmp_path, capsys):
+    model, _, _ = exported
+    path = nin_keras.save_model(model, tmp_path / "m.keras")
+    code, _, err = _cli(["export", str(path), "--targets", "tflite_int8", "--dataset", "digits",
+                         "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+def test_mixed_precision_model_exports_as_float32(tmp_path):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _model()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.layers[2].compute_dtype == "bfloat16"
+    out = tmp_path / "mixed"
+    export_targets(model, out, targets="keras,tflite_float32,tflite_int8", data=_data(32),
+                   representative_samples=16, progress=False)
+    images, _ = _data(6, seed=5)
+    reference = model.predict(images, verbose=0)
+    assert np.abs(_predict_tflite(out / "model_float32.tflite", images) - reference).max() < 0.05
+    assert describe_tflite(out / "model_int8.tflite")["inputs"][0]["dtype"] == "int8"
+    assert nin_keras.load_model(out / "model.keras").layers[2].compute_dtype == "bfloat16"  # saved as given

@@ -14,6 +14,18 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(path: Path) -> None:
+    """mkstemp/mkdtemp create owner-only entries; give the result the modes a plain open()/mkdir() would."""
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, suffix: str | None = None):
     """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
@@ -30,6 +42,7 @@ def atomic_path(path, *, suffix: str | None = None):
     tmp = Path(tmp)
     try:
         yield tmp
+        _normal_mode(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -44,6 +57,7 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _normal_mode(tmp)
         if path.exists():
             # Two renames keep the window without a valid folder as short as the filesystem allows.
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

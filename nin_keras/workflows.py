@@ -56,7 +56,12 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
 
     qat_model = None
     wants_integer = any(t in ("tflite_int8", "edgetpu") for t in names)
-    if qat_epochs > 0 and wants_integer:
+    if qat_epochs > 0 and not wants_integer:
+        raise InvalidInputError(
+            f"qat_epochs={qat_epochs} only affects the full-integer targets (tflite_int8, edgetpu), and none of "
+            f"them is among targets {list(names)}; add one or leave qat_epochs at 0."
+        )
+    if qat_epochs > 0:
         if data is None:
             raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
         from nin_keras.quantization import DEFAULT_LEARNING_RATE, quantize_aware

@@ -1,0 +1,68 @@
+"""`nin-keras maps MODEL IMAGE... [--out FILE.png]`: where the network sees each class (GAP's input maps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "maps",
+        help="draw the class-confidence maps (input of the GAP layer) of a .keras model for image files",
+        description=(
+            "Reads PNG/JPEG images (converted to the model's grayscale/RGB and resized to its input), prints "
+            "the top classes of each, and draws each image, its predicted class's map overlaid, and the top-3 "
+            "classes' maps into one PNG."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a .keras model (e.g. runs/demo/export/model.keras)")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("--out", metavar="FILE.png", default="confidence_maps.png",
+                        help="where to write the figure (default: confidence_maps.png)")
+    parser.add_argument("--labels", metavar="FILE",
+                        help="class names, one a line (default: labels.txt beside MODEL, if there is one)")
+    parser.add_argument("--top", metavar="K", type=int, default=3, help="classes' maps per image (default: 3)")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    import nin_keras
+    from nin_keras.viz import load_images, plot_confidence_maps
+    from nin_keras.viz.maps import find_gap_layer, predict_probabilities
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file; received {args.out!r}.")
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1; received {args.top}.")
+    model = nin_keras.load_model(args.model)
+    find_gap_layer(model)  # a clear error before any image is read
+    input_shape = tuple(model.inputs[0].shape[1:])
+    images = load_images(args.images, input_shape)
+    num_classes = int(model.outputs[0].shape[-1])
+    class_names = _class_names(args.labels, Path(args.model), num_classes)
+
+    probabilities = predict_probabilities(model, images)
+    top = min(args.top, num_classes)
+    for path, probs in zip(args.images, probabilities):
+        order = probs.argsort()[::-1][:top]
+        ranked = ", ".join(f"{class_names[i]} {probs[i]:.1%}" for i in order)
+        print(f"{path}: {ranked}")
+    plot_confidence_maps(model, images, out, class_names, top_k=top, max_images=len(images))
+    print(f"Wrote {out}")
+    return 0
+
+
+def _class_names(labels_path, model_path: Path, num_classes: int) -> list[str]:
+    if labels_path is None:
+        beside = model_path.parent / "labels.txt"
+        if not beside.is_file():
+            return [str(i) for i in range(num_classes)]
+        labels_path = beside
+    labels_path = Path(labels_path)
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"Labels file not found: {labels_path}")
+    names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != num_classes:
+        raise ValueError(f"{labels_path} has {len(names)} class names but the model has {num_classes} classes.")
+    return names

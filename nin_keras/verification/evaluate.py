@@ -1,0 +1,259 @@
+"""`evaluate(artifact, data)`: accuracy of any artifact on a dataset, and top-1 agreement with a reference.
+
+Data streams through batch by batch (a test split never has to fit in memory at once); only per-image top-1
+classes are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+import numpy as np
+
+from nin_keras.errors import IncompatibleModelError, InvalidInputError
+from nin_keras.verification.artifacts import load_artifact
+
+
+def evaluate(artifact, data, *, reference=None, limit=None, batch_size=64, progress=True) -> dict:
+    """Evaluates an artifact on a dataset's test split.
+
+    Args:
+        artifact: a Keras model, a `.keras` file, a SavedModel folder (or a TF Serving folder of numbered
+            versions: the highest is used) or any `.tflite` (float32/float16/dynamic/int8/uint8 I/O,
+            dynamic batch or static batch 1). Raw pixels go in; quantization is handled.
+        data: a `DatasetSplits` (its test split), a batched `tf.data.Dataset` of `(images, labels)`, or a
+            tuple of numpy arrays `(images, labels)`.
+        reference: optional artifact (typically the Keras model) whose top-1 predictions the artifact's are
+            compared with. Defaults to None (no agreement).
+        limit: evaluate at most this many examples. Defaults to all.
+        batch_size: images per call of the artifact (static batch-1 models run one at a time). Defaults to 64.
+        progress: show a progress bar on stderr. Defaults to True.
+
+    Returns:
+        A dict: accuracy, agreement (None without reference), num_examples, num_classes, mean_confidence
+        (mean top-1 probability), top5_accuracy (None with 5 classes or fewer), artifact, kind, precision,
+        seconds, images_per_s.
+
+    Raises:
+        IncompatibleModelError: the data's image shape or class count does not match the artifact (the
+            message names both).
+        FileNotFoundError, InvalidInputError: see `load_artifact`.
+    """
+    runner = load_artifact(artifact)
+    source = EvalData(data, limit=limit, batch_size=batch_size)
+    ref_runner = None
+    if reference is not None:
+        ref_runner = load_artifact(reference)
+        if ref_runner.num_classes != runner.num_classes:
+            raise IncompatibleModelError(
+                f"The reference {ref_runner.name} has {ref_runner.num_classes} classes; {runner.name} has "
+                f"{runner.num_classes}."
+            )
+    runners = [runner] if ref_runner is None else [runner, ref_runner]
+    for each in runners:
+        source.check(each)
+    stats = run_over(source, runners, batch_size=batch_size, progress=progress, description=runner.name)
+    result = stats[0].result(runner)
+    if ref_runner is not None:
+        result["agreement"] = float(np.mean(stats[0].top1() == stats[1].top1()))
+    return result
+
+
+class EvalData:
+    """The test examples of any accepted data form, as a re-iterable stream of numpy batches."""
+
+    def __init__(self, data, *, limit=None, batch_size=64):
+        from nin_keras.data.splits import DatasetSplits
+
+        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+            raise InvalidInputError(f"limit must be >= 1 (or None for all); received {limit!r}.")
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise InvalidInputError(f"batch_size must be >= 1; received {batch_size!r}.")
+        self.limit = None if limit is None else int(limit)
+        self.batch_size = int(batch_size)
+        self.num_classes = data.num_classes if isinstance(data, DatasetSplits) else None
+        self.name = data.name if isinstance(data, DatasetSplits) else None
+        if isinstance(data, DatasetSplits):
+            data = data.split("test")
+        self._arrays = self._dataset = None
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            images, labels = np.asarray(data[0]), _labels(data[1])
+            if len(images) != len(labels):
+                raise InvalidInputError(f"The data has {len(images)} images but {len(labels)} labels.")
+            self._arrays = (images[:self.limit], labels[:self.limit])
+        elif hasattr(data, "element_spec"):
+            spec = data.element_spec
+            if not isinstance(spec, tuple) or len(spec) < 2:
+                raise InvalidInputError("The dataset must yield (images, labels) pairs.")
+            if len(spec[0].shape) == 3:  # unbatched
+                data = data.batch(self.batch_size)
+            self._dataset = data
+        else:
+            raise InvalidInputError(
+                f"Expected a DatasetSplits, a tf.data.Dataset of (images, labels) or an (images, labels) tuple; "
+                f"received {type(data).__name__}."
+            )
+        self._first = None
+
+    @property
+    def total(self) -> int | None:
+        """Number of examples if known without reading the data (for the progress bar), else None."""
+        if self._arrays is not None:
+            return len(self._arrays[1])
+        batches = int(self._dataset.cardinality())
+        if batches < 0:  # unknown or infinite
+            return self.limit
+        first = self.first_batch()[1]
+        estimate = batches * len(first)
+        return estimate if self.limit is None else min(estimate, self.limit)
+
+    def first_batch(self):
+        if self._first is None:
+            self._first = next(iter(self), None)
+            if self._first is None:
+                raise InvalidInputError("The evaluation data is empty.")
+        return self._first
+
+    def __iter__(self):
+        if self._arrays is not None:
+            images, labels = self._arrays
+            for i in range(0, len(labels), max(self.batch_size, 256)):
+                yield images[i:i + max(self.batch_size, 256)], labels[i:i + max(self.batch_size, 256)]
+            return
+        seen = 0
+        for images, labels in self._dataset.as_numpy_iterator():
+            labels = _labels(labels)
+            if self.limit is not None:
+                images, labels = images[:self.limit - seen], labels[:self.limit - seen]
+            if len(labels) == 0:
+                break
+            seen += len(labels)
+            yield images, labels
+            if self.limit is not None and seen >= self.limit:
+                break
+
+    def check(self, runner) -> None:
+        """Raises IncompatibleModelError when the images' shape or the class count does not fit `runner`."""
+        images, _ = self.first_batch()
+        runner.check_images(images)
+        k = runner.num_classes
+        if self.num_classes is not None and self.num_classes != k:
+            raise IncompatibleModelError(
+                f"The dataset has {self.num_classes} classes but {runner.name} outputs {k} class scores. "
+                f"Evaluate it on a dataset with {k} classes, or train/export a model with "
+                f"num_classes={self.num_classes}."
+            )
+
+
+def _labels(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot
+        labels = labels.argmax(axis=1)
+    labels = labels.reshape(-1)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.issubdtype(labels.dtype, np.number) or not np.all(np.mod(labels, 1) == 0):
+            raise InvalidInputError(f"Labels must be integer class ids; received dtype {labels.dtype}.")
+    return labels.astype(np.int64)
+
+
+def check_labels(runner, labels) -> None:
+    k = runner.num_classes
+    if len(labels) and (labels.min() < 0 or labels.max() >= k):
+        low, high = int(labels.min()), int(labels.max())
+        raise IncompatibleModelError(
+            f"The labels run from {low} to {high} but {runner.name} outputs {k} class scores (ids 0..{k - 1}). "
+            f"Evaluate it on data with {k} classes, or train/export a model with num_classes={high + 1}."
+        )
+
+
+class _Stats:
+    """Running totals of one runner over the stream."""
+
+    def __init__(self):
+        self._top1, self._labels = [], []
+        self.confidence = 0.0
+        self.top5_hits = 0
+        self.seconds = 0.0
+
+    def add(self, probs, labels, seconds):
+        self._top1.append(probs.argmax(axis=1))
+        self._labels.append(labels)
+        self.confidence += float(probs.max(axis=1).sum())
+        if probs.shape[1] > 5:
+            top5 = np.argpartition(-probs, 5, axis=1)[:, :5]
+            self.top5_hits += int((top5 == labels[:, None]).any(axis=1).sum())
+        self.seconds += seconds
+
+    def top1(self) -> np.ndarray:
+        return np.concatenate(self._top1) if self._top1 else np.zeros(0, np.int64)
+
+    def labels(self) -> np.ndarray:
+        return np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
+
+    def result(self, runner, reference_top1=None) -> dict:
+        top1, labels = self.top1(), self.labels()
+        n = len(labels)
+        return {
+            "artifact": runner.name,
+            "kind": runner.kind,
+            "precision": runner.precision,
+            "accuracy": float(np.mean(top1 == labels)),
+            "agreement": None if reference_top1 is None else float(np.mean(top1 == reference_top1)),
+            "num_examples": int(n),
+            "num_classes": runner.num_classes,
+            "mean_confidence": self.confidence / n,
+            "top5_accuracy": self.top5_hits / n if runner.num_classes > 5 else None,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(n / self.seconds, 1) if self.seconds > 0 else None,
+        }
+
+
+def run_over(source: EvalData, runners, *, batch_size=64, progress=True, description="evaluating") -> list:
+    """Runs every runner on every batch of `source` (one pass over the data); returns one _Stats each."""
+    stats = [_Stats() for _ in runners]
+    with progress_bar(source.total, description, enabled=progress) as advance:
+        for images, labels in source:
+            for runner, stat in zip(runners, stats):
+                check_labels(runner, labels)
+                start = time.perf_counter()
+                probs = runner.predict(images, batch_size=batch_size)
+                stat.add(probs, labels, time.perf_counter() - start)
+            advance(len(labels))
+    if not len(stats[0].labels()):
+        raise InvalidInputError("The evaluation data is empty.")
+    return stats
+
+
+def evaluate_runner(runner, source: EvalData, *, reference_top1=None, batch_size=64, progress=True) -> dict:
+    """`evaluate` on a loaded runner; `reference_top1` from an earlier pass (verify_export reuses it)."""
+    source.check(runner)
+    stat = run_over(source, [runner], batch_size=batch_size, progress=progress, description=runner.name)[0]
+    if reference_top1 is not None and len(reference_top1) != len(stat.labels()):
+        raise InvalidInputError("The evaluation data changed between passes (a shuffled test split?).")
+    return stat.result(runner, reference_top1)
+
+
+@contextlib.contextmanager
+def progress_bar(total, description: str, *, enabled: bool = True):
+    """Yields `advance(n)`; draws a rich progress bar on stderr when `enabled` (total may be None)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(file=sys.stderr)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        done = 0
+
+        def advance(n):
+            nonlocal done
+            done += n
+            bar.update(task, completed=done, total=max(total or 0, done) if total is not None else None)
+
+        yield advance
+        bar.update(task, total=done, completed=done)  # the total of a dataset may have been an estimate

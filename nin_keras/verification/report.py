@@ -1,0 +1,289 @@
+"""`verify_export(out_dir, data)`: evaluate and time every artifact of an export; write report.json/report.md.
+
+report.json holds `{"rows": [...], "dataset": {...}, "machine": {...}, "reference": ..., "notes": [...],
+"created": ...}`; each row has the keys in `ROW_KEYS` (plus `error` when an artifact could not run).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import warnings
+from pathlib import Path
+
+from nin_keras import _atomic
+from nin_keras.errors import IncompatibleModelError
+from nin_keras.verification.artifacts import load_artifact
+from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
+from nin_keras.verification.latency import available_cores, benchmark_inference
+
+# File (or folder) name -> target, in report order.
+ARTIFACTS = (
+    ("model.keras", "keras"),
+    ("saved_model", "saved_model"),
+    ("model_float32.tflite", "tflite_float32"),
+    ("model_float16.tflite", "tflite_float16"),
+    ("model_dynamic.tflite", "tflite_dynamic"),
+    ("model_int8.tflite", "tflite_int8"),
+    ("model_edgetpu_ready.tflite", "edgetpu"),
+)
+EDGETPU_COMPILED_TARGET = "edgetpu_compiled"
+EDGETPU_CHECK_FILE = "edgetpu_check.json"
+ROW_KEYS = ("artifact", "target", "path", "size_bytes", "precision", "input", "output", "accuracy", "agreement",
+            "latency_ms_batch1_median", "throughput_images_per_s", "edgetpu")
+
+
+def discover_artifacts(out_dir) -> list[tuple[Path, str]]:
+    """(path, target) of every known artifact in `out_dir`, in report order."""
+    out_dir = Path(out_dir)
+    found = [(out_dir / name, target) for name, target in ARTIFACTS if (out_dir / name).exists()]
+    found += [(path, EDGETPU_COMPILED_TARGET) for path in sorted(out_dir.glob("*_edgetpu.tflite"))]
+    return found
+
+
+def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30, threads=2) -> list[dict]:
+    """Evaluates and times every artifact in an export folder and writes report.json and report.md there.
+
+    Args:
+        out_dir: the export folder (model.keras, saved_model/, model_*.tflite, ...).
+        data: test data: a `DatasetSplits`, a batched dataset of (images, labels) or numpy (images, labels).
+        reference_model: the model whose top-1 predictions define "agreement". Defaults to model.keras in
+            `out_dir` (no agreement if there is none).
+        progress: progress bars on stderr. Defaults to True.
+        runs: timed batch-1 calls per artifact; 0 skips timing (latency and throughput None). Defaults to 30.
+        threads: TFLite interpreter threads for evaluation and timing. Defaults to 2.
+
+    Returns:
+        The rows (one dict per artifact, keys `ROW_KEYS`), as written to report.json.
+
+    Raises:
+        FileNotFoundError: `out_dir` does not exist or holds no known artifact.
+        IncompatibleModelError: the data does not fit the models (image shape, class count).
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"Export folder not found: {out_dir}")
+    found = discover_artifacts(out_dir)
+    if not found:
+        names = ", ".join(name for name, _ in ARTIFACTS)
+        raise FileNotFoundError(f"No artifacts in {out_dir}: expected some of {names}, *_edgetpu.tflite.")
+    source = EvalData(data)
+
+    reference_top1, reference_name, num_examples = None, None, None
+    if reference_model is None and (out_dir / "model.keras").exists():
+        reference_model = out_dir / "model.keras"
+    if reference_model is not None:
+        ref = load_artifact(reference_model)
+        source.check(ref)
+        reference_name = ref.name
+        reference_top1 = run_over(source, [ref], progress=progress, description=f"reference {ref.name}")[0].top1()
+        num_examples = len(reference_top1)
+    edgetpu_check = _read_edgetpu_check(out_dir)
+
+    rows = []
+    for path, target in found:
+        row = _empty_row(path, target, out_dir)
+        if target in ("edgetpu", EDGETPU_COMPILED_TARGET):
+            row["edgetpu"] = edgetpu_check
+        try:
+            runner = load_artifact(path, num_threads=threads)
+            row.update(precision=runner.precision, input=runner.input_details, output=runner.output_details)
+            result = evaluate_runner(runner, source, reference_top1=reference_top1, progress=progress)
+            num_examples = result["num_examples"]
+            row.update(accuracy=result["accuracy"], agreement=result["agreement"],
+                       mean_confidence=result["mean_confidence"])
+            if runs:
+                timing = benchmark_inference(runner, runs=runs, warmup=max(1, min(5, runs // 5)), threads=threads)
+                row.update(latency_ms_batch1_median=timing["latency_ms_batch1_median"],
+                           latency_ms_batch1_p90=timing["latency_ms_batch1_p90"],
+                           throughput_images_per_s=timing["throughput_images_per_s"],
+                           throughput_batch_size=timing["throughput_batch_size"], threads=timing["threads"])
+        except IncompatibleModelError:
+            raise
+        except Exception as error:  # one artifact that cannot run must not hide the others' results
+            message = " ".join(str(error).split()) or type(error).__name__
+            row["error"] = message
+            warnings.warn(f"verify_export: {path.name}: {message}", stacklevel=2)
+        rows.append(row)
+
+    report = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "folder": str(out_dir),
+        "dataset": _describe_data(data, num_examples),
+        "machine": machine_info(threads),
+        "reference": reference_name,
+        "timing": {"runs": runs, "threads": threads},
+        "notes": _notes(rows, edgetpu_check, reference_name),
+        "rows": rows,
+    }
+    _atomic.write_json(out_dir / "report.json", report)
+    _atomic.write_text(out_dir / "report.md", render_markdown(report))
+    return rows
+
+
+def _empty_row(path: Path, target: str, out_dir: Path) -> dict:
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    row = dict.fromkeys(ROW_KEYS)
+    row.update(artifact=path.name, target=target, path=str(path), size_bytes=int(size))
+    return row
+
+
+def _read_edgetpu_check(out_dir: Path):
+    path = out_dir / EDGETPU_CHECK_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return {"error": f"unreadable {EDGETPU_CHECK_FILE}: {error}"}
+
+
+def _describe_data(data, count: int) -> dict:
+    from nin_keras.data.splits import DatasetSplits
+
+    if isinstance(data, DatasetSplits):
+        return {"name": data.name, "split": "test", "num_examples": count, "num_classes": data.num_classes,
+                "input_shape": list(data.input_shape)}
+    kind = "numpy arrays (images, labels)" if isinstance(data, (tuple, list)) else type(data).__name__
+    return {"name": kind, "split": "test", "num_examples": count}
+
+
+def machine_info(threads=None) -> dict:
+    """CPU model, cores, threads used, OS and runtime versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": available_cores(), "logical_cpus": os.cpu_count(), "threads": threads,
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+    for module in ("tensorflow", "keras", "ai_edge_litert"):
+        try:
+            from importlib.metadata import version
+
+            info[module] = version(module.replace("_", "-"))
+        except Exception:  # not installed, or no metadata
+            info[module] = None
+    return info
+
+
+def _edgetpu_summary(check) -> str | None:
+    """One line from edgetpu_check.json, whatever its exact layout (written by nin_keras.exporting)."""
+    if not isinstance(check, dict):
+        return None
+    if "error" in check and len(check) == 1:
+        return check["error"]
+    verdict = None
+    for key in ("compatible", "ok", "edgetpu_compatible", "passed"):
+        if key in check:
+            verdict = "compatible" if check[key] else "NOT compatible"
+            break
+    parts = [f"Edge TPU check: {verdict or 'see edgetpu_check.json'}"]
+    for key in ("problems", "issues", "findings", "errors"):
+        value = check.get(key)
+        if value:
+            items = value if isinstance(value, list) else [value]
+            parts.append("; ".join(str(item) for item in items[:5]) + (" ..." if len(items) > 5 else ""))
+            break
+    compiler = check.get("compiler") or check.get("edgetpu_compiler")
+    if isinstance(compiler, dict):
+        if not compiler.get("available"):
+            parts.append("edgetpu_compiler is not installed here: static flatbuffer check only")
+        else:
+            parts.append(f"edgetpu_compiler exit code {compiler.get('returncode')}, compiled model: "
+                         f"{compiler.get('output') or 'none'} (log: {compiler.get('log') or '-'})")
+    elif compiler:
+        parts.append(f"compiler: {compiler}")
+    return ". ".join(parts)
+
+
+def _notes(rows, edgetpu_check, reference_name) -> list[str]:
+    notes = []
+    if reference_name is None:
+        notes.append("No reference model: agreement is not reported.")
+    else:
+        notes.append(f"Agreement: share of test images whose top-1 class is the reference model's ({reference_name}).")
+    summary = _edgetpu_summary(edgetpu_check)
+    if summary:
+        notes.append(summary)
+    elif any(row["target"] == "edgetpu" for row in rows):
+        notes.append(f"No {EDGETPU_CHECK_FILE} beside the Edge TPU model: its compatibility was not checked.")
+    for row in rows:
+        if row["target"] == EDGETPU_COMPILED_TARGET and row.get("error"):
+            notes.append(f"{row['artifact']} is compiled for the Edge TPU and runs only on a Coral device "
+                         "(libedgetpu delegate); not evaluated on the CPU.")
+        elif row.get("error"):
+            notes.append(f"{row['artifact']} could not be evaluated: {row['error']}")
+    notes.append("Latency: median of batch-1 calls, input quantization included; throughput: images/s at "
+                 "batch 32, or one by one for static batch-1 models. The machine may be shared: timings vary.")
+    return notes
+
+
+def _size(num) -> str:
+    if num is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if num < 1024 or unit == "GB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.2f} {unit}"
+        num /= 1024.0
+    return str(num)
+
+
+def _io(details) -> str:
+    if not details:
+        return "-"
+    shape = "x".join("?" if d is None else str(d) for d in details.get("shape") or [])
+    text = f"{details.get('dtype')} [{shape}]"
+    quant = details.get("quantization")
+    if quant:
+        text += f" q({quant[0]:.4g}, {quant[1]})"
+    return text
+
+
+def _num(value, fmt) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def render_markdown(report: dict) -> str:
+    """report.md: the table, the machine, the dataset, the notes."""
+    data, machine = report["dataset"], report["machine"]
+    lines = [
+        f"# Export report: {Path(report['folder']).name}",
+        "",
+        f"Created {report['created']} from `{report['folder']}`.",
+        "",
+        "| artifact | size | precision | input | output | accuracy | agreement | latency b1 (ms) | "
+        "throughput (img/s) |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['artifact']} | {_size(row['size_bytes'])} | {row['precision'] or '-'} | {_io(row['input'])} "
+            f"| {_io(row['output'])} | {_num(row['accuracy'], '.4f')} | {_num(row['agreement'], '.4f')} "
+            f"| {_num(row['latency_ms_batch1_median'], '.3f')} | {_num(row['throughput_images_per_s'], '.1f')} |"
+        )
+    lines += [
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores available ({machine['logical_cpus']} logical CPUs)",
+        f"- Threads used: {machine['threads']} (TFLite interpreter); Keras/SavedModel use TensorFlow's pool",
+        f"- {machine['os']}, Python {machine['python']}, TensorFlow {machine.get('tensorflow')}, "
+        f"Keras {machine.get('keras')}, ai-edge-litert {machine.get('ai_edge_litert')}",
+        "",
+        "## Dataset",
+        "",
+        f"- {data['name']} ({data['split']} split): {data['num_examples']} examples"
+        + (f", {data['num_classes']} classes" if data.get("num_classes") else ""),
+        "",
+        "## Notes",
+        "",
+    ]
+    lines += [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"

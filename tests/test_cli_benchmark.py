@@ -1,0 +1,153 @@
+"""`nin-keras evaluate` and `nin-keras benchmark train|infer`: output contracts and one-line errors."""
+
+import json
+
+import pytest
+
+from nin_keras.cli import main
+from test_verification import build_artifacts
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """`main` quiets TensorFlow for the whole process (as a CLI should); undo that for the tests after these."""
+    import logging
+    import warnings
+
+    from nin_keras import _runtime
+
+    quiet = _runtime.QUIET
+    levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
+    with warnings.catch_warnings():
+        yield
+    _runtime.QUIET = quiet
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return build_artifacts(tmp_path_factory)
+
+
+def _last_value(text, key):
+    last = text.strip().splitlines()[-1]
+    name, value = last.split("=")
+    assert name == key
+    return float(value)
+
+
+def test_benchmark_infer_prints_a_table_and_final_latency_lines(artifacts, capsys):
+    code = main(["benchmark", "infer", str(artifacts / "model_int8.tflite"), str(artifacts / "model_float32.tflite"),
+                 "--runs", "3", "--warmup", "1", "--threads", "1", "--batch-size", "4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert "model_int8.tflite" in out and "full int8" in out and "b1 median ms" in lines[0]
+    latencies = [line for line in lines if line.startswith("latency_ms_batch1_median=")]
+    assert lines[-2:] == latencies and len(latencies) == 2
+    assert all(float(line.split("=")[1]) > 0 for line in latencies)
+
+
+def test_benchmark_infer_json(artifacts, capsys):
+    code = main(["benchmark", "infer", str(artifacts / "saved_model"), "--runs", "2", "--warmup", "0", "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(results) == 1
+    assert results[0]["kind"] == "saved_model" and results[0]["latency_ms_batch1_median"] > 0
+
+
+def test_bad_artifacts_are_one_line_errors_with_exit_2(artifacts, tmp_path, capsys):
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a model at all" * 10)
+    for argv in (["benchmark", "infer", str(garbage)],
+                 ["benchmark", "infer", str(tmp_path / "missing.tflite")],
+                 ["evaluate", str(garbage), "--dataset", "digits"],
+                 ["evaluate", str(tmp_path), "--dataset", "digits"]):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert len(captured.err.strip().splitlines()) == 1, captured.err
+        assert "Traceback" not in captured.err
+        assert "garbage.tflite" in captured.err or "missing.tflite" in captured.err or "SavedModel" in captured.err
+
+
+def test_evaluate_on_digits(artifacts, capsys):
+    pytest.importorskip("sklearn")
+    code = main(["evaluate", str(artifacts / "model_int8.tflite"), "--dataset", "digits",
+                 "--reference", str(artifacts / "model.keras"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "agreement=" in out
+    assert _last_value(out, "accuracy") > 0.8  # trained on part of the same digits
+
+    code = main(["evaluate", str(artifacts / "model_edgetpu_ready.tflite"), "--dataset", "digits", "--limit", "40",
+                 "--json"])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert code == 0 and result["num_examples"] == 40 and result["agreement"] is None
+    assert "model_edgetpu_ready.tflite" in captured.err  # progress bar on stderr, stdout stays JSON
+
+
+def test_evaluate_on_synthetic_data_and_on_data_of_the_wrong_shape(artifacts, tmp_path, capsys):
+    import nin_keras
+
+    code = main(["evaluate", str(artifacts / "model_float32.tflite"), "--dataset", "synthetic", "--no-progress",
+                 "--reference", str(artifacts / "model.keras"), "--limit", "8", "--json"])
+    assert code == 0  # synthetic data takes the artifact's own shape and class count
+    assert json.loads(capsys.readouterr().out)["agreement"] >= 0.875
+
+    rgb = nin_keras.build_nin(10, variant="mnist", input_shape=(12, 12, 3), width_multiplier=0.05)
+    nin_keras.save_model(rgb, tmp_path / "rgb.keras")
+    assert main(["evaluate", str(tmp_path / "rgb.keras"), "--dataset", "digits", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "12x12x3" in err and "8x8x1" in err
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Stands in for nin_keras.training.benchmark_training (the training helper's; real runs take minutes)."""
+    calls = []
+
+    def benchmark_training(**kwargs):
+        calls.append(kwargs)
+        return {"train_images_per_s": 123.456, "precision": "mixed_bfloat16", "variant": kwargs["variant"],
+                "batch_size": kwargs["batch_size"], "steps": kwargs["steps"], "device": "CPU"}
+
+    import nin_keras.training
+
+    monkeypatch.setattr(nin_keras.training, "benchmark_training", benchmark_training)
+    return calls
+
+
+def test_benchmark_train_passes_options_and_ends_with_images_per_s(fake_training, capsys):
+    code = main(["benchmark", "train", "--variant", "mnist", "--batch-size", "16", "--steps", "3",
+                 "--warmup-steps", "1", "--precision", "float32", "--width-multiplier", "0.5", "--no-batch-norm",
+                 "--jit-compile"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert _last_value(out, "train_images_per_s") == pytest.approx(123.5, abs=0.05)
+    assert fake_training == [dict(variant="mnist", batch_size=16, steps=3, warmup_steps=1, precision="float32",
+                                  width_multiplier=0.5, batch_norm=False, fused_batch_norm=True, jit_compile=True)]
+    assert main(["benchmark", "train", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["train_images_per_s"] == 123.456
+    assert fake_training[-1] == dict(variant="cifar", batch_size=128, steps=30, warmup_steps=5, precision="auto",
+                                     width_multiplier=1.0, batch_norm=True, fused_batch_norm=True,
+                                     jit_compile=False)
+
+
+@pytest.mark.parametrize("argv", [["benchmark", "train", "--steps", "0"],
+                                  ["benchmark", "train", "--width-multiplier", "-1"],
+                                  ["benchmark", "infer", "x.tflite", "--runs", "0"],
+                                  ["benchmark", "infer"]])
+def test_bad_numbers_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse: exits 2 with one line
+        main(argv)
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_benchmark_train_for_real(capsys):  # the training helper's benchmark_training, tiny: ~2 s
+    code = main(["benchmark", "train", "--variant", "mnist", "--steps", "2", "--warmup-steps", "1", "--batch-size", "8",
+                 "--width-multiplier", "0.05"])
+    assert code == 0
+    assert _last_value(capsys.readouterr().out, "train_images_per_s") > 0

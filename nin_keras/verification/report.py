@@ -15,22 +15,14 @@ from pathlib import Path
 
 from nin_keras import _atomic
 from nin_keras.errors import IncompatibleModelError
+from nin_keras.exporting.targets import EDGETPU_CHECK_FILE, EXPORT_TARGETS
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
 from nin_keras.verification.latency import available_cores, benchmark_inference
 
-# File (or folder) name -> target, in report order.
-ARTIFACTS = (
-    ("model.keras", "keras"),
-    ("saved_model", "saved_model"),
-    ("model_float32.tflite", "tflite_float32"),
-    ("model_float16.tflite", "tflite_float16"),
-    ("model_dynamic.tflite", "tflite_dynamic"),
-    ("model_int8.tflite", "tflite_int8"),
-    ("model_edgetpu_ready.tflite", "edgetpu"),
-)
+# File (or folder) name -> target, in report order: read from the exporter's table so the two never drift.
+ARTIFACTS = tuple((info.file.split("/")[0], target) for target, info in EXPORT_TARGETS.items())
 EDGETPU_COMPILED_TARGET = "edgetpu_compiled"
-EDGETPU_CHECK_FILE = "edgetpu_check.json"
 ROW_KEYS = ("artifact", "target", "path", "size_bytes", "precision", "input", "output", "accuracy", "agreement",
             "latency_ms_batch1_median", "throughput_images_per_s", "edgetpu")
 

@@ -48,31 +48,21 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         moving_mean = tf.cast(self.moving_mean, tf.float32)
         moving_variance = tf.cast(self.moving_variance, tf.float32)
 
-        if training and self.trainable:
-            # With exponential_avg_factor < 1 the kernel returns the updated running statistics:
-            # new = momentum * old + (1 - momentum) * batch, Keras' convention.
-            y, new_mean, new_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=gamma,
-                offset=beta,
-                mean=moving_mean,
-                variance=moving_variance,
-                epsilon=self.epsilon,
-                exponential_avg_factor=1.0 - self.momentum,
-                data_format="NHWC",
-                is_training=True,
-            )
+        is_training = bool(training and self.trainable)
+        # In training, with exponential_avg_factor < 1 the kernel returns the updated running statistics:
+        # new = momentum * old + (1 - momentum) * batch, Keras' convention.
+        y, new_mean, new_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=x,
+            scale=gamma,
+            offset=beta,
+            mean=moving_mean,
+            variance=moving_variance,
+            epsilon=self.epsilon,
+            exponential_avg_factor=(1.0 - self.momentum) if is_training else 1.0,
+            data_format="NHWC",
+            is_training=is_training,
+        )
+        if is_training:
             self.moving_mean.assign(new_mean)
             self.moving_variance.assign(new_variance)
-        else:
-            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-                x=x,
-                scale=gamma,
-                offset=beta,
-                mean=moving_mean,
-                variance=moving_variance,
-                epsilon=self.epsilon,
-                data_format="NHWC",
-                is_training=False,
-            )
         return ops.cast(y, self.compute_dtype)

@@ -1,0 +1,281 @@
+"""Callbacks of `train`: every file they write appears atomically.
+
+* `NaNGuard` replaces `keras.callbacks.TerminateOnNaN`: it stops at the first non-finite loss and remembers the
+  epoch and step, so `train` can say where it happened and what to try.
+* `AtomicBackupAndRestore` is Keras' `BackupAndRestore` (resume after a crash or kill) whose backup is always a
+  consistent pair: weights go to a new file first, then a small JSON names that file and the epoch, each
+  written atomically. It never backs up weights from a diverged epoch.
+* `BestModelSaver` replaces `ModelCheckpoint(save_best_only=True)`: it copies the weights into a float32 twin
+  of the model and saves that atomically, so model.keras predicts in float32 whatever precision trained it.
+* `HistoryCSV` replaces `CSVLogger`: it rewrites history.csv atomically each epoch and, when a run resumes,
+  keeps the rows of the epochs before the resumed one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import keras
+
+from nin_keras._atomic import atomic_path, write_json, write_text
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first NaN or infinite loss and records where (1-based epoch and step)."""
+
+    def __init__(self):
+        super().__init__()
+        self.event = None
+        self._epoch = 0
+
+    @property
+    def tripped(self) -> bool:
+        return self.event is not None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.event is not None or not logs or "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.event = {"epoch": self._epoch + 1, "step": int(batch) + 1, "loss": loss}
+            self.model.stop_training = True
+
+
+BACKUP_METADATA = "training_metadata.json"
+
+
+def read_backup_metadata(backup_dir) -> dict | None:
+    """The metadata of the backup in `backup_dir` (see `AtomicBackupAndRestore`), or None when there is none.
+
+    Raises:
+        ValueError: the metadata file exists but is unreadable.
+    """
+    path = Path(backup_dir) / BACKUP_METADATA
+    if not path.exists():
+        return None
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        int(metadata["epoch"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"The backup in {backup_dir} is unreadable ({error}); start over with --overwrite.") \
+            from None
+    return metadata
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup survives a kill at any moment; skips backups after a NaN loss.
+
+    The folder holds `training_metadata.json` (`{"epoch": N, "weights": "epoch-000N.weights.h5", ...}` plus
+    whatever `extra_state()` returns, e.g. the history rows and best metric so far) and the weights file it
+    names (model and optimizer state after N completed epochs). Put it after the callbacks whose state
+    `extra_state` reads, so the backup of epoch N carries their epoch-N state.
+    """
+
+    def __init__(self, backup_dir, *, guard: NaNGuard | None = None, extra_state=None,
+                 delete_checkpoint: bool = False):
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=delete_checkpoint)
+        self.guard = guard
+        self.extra_state = extra_state
+        self.restored_epoch = 0
+
+    def _read_metadata(self) -> dict | None:
+        return read_backup_metadata(self.backup_dir)
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _load_model(self):
+        metadata = self._read_metadata()
+        if metadata is None:
+            return
+        weights = Path(self.backup_dir) / metadata.get("weights", "latest.weights.h5")
+        if not weights.exists():
+            raise ValueError(f"The backup in {self.backup_dir} names {weights.name}, which is missing; start "
+                             "over with --overwrite.")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(str(weights))
+        except (ValueError, KeyError) as error:
+            detail = " ".join(str(error).split())[:300]
+            raise ValueError(
+                f"The backup in {self.backup_dir} does not fit this model/optimizer ({detail}). Resume with the "
+                "same options as the original run, or start over with --overwrite."
+            ) from None
+        self.restored_epoch = int(metadata["epoch"])
+        self.model._initial_epoch = self.restored_epoch
+
+    def _save_model(self):
+        if self.guard is not None and self.guard.tripped:
+            return  # never replace the last good state with diverged weights
+        backup_dir = Path(self.backup_dir)
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self._current_epoch:04d}.weights.h5"
+        with atomic_path(backup_dir / name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        if self.extra_state is not None:
+            metadata.update(self.extra_state())
+        write_json(self._training_metadata_path, metadata)
+        for old in backup_dir.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves the best model so far (by `monitor`) as a float32 model, atomically.
+
+    An epoch that ties the best accuracy replaces it when its loss is lower (val_accuracy ties are frequent on
+    small validation sets, and the later, lower-learning-rate epoch is usually the better model).
+
+    Args:
+        path: the .keras file.
+        twin: a float32 model with the same layers and weight order as the trained one (what gets saved).
+        monitor: metric name in the epoch logs, e.g. "val_accuracy".
+        mode: "max", "min" or "auto" (max for accuracy-like names).
+        guard: the run's NaNGuard; nothing is saved once it has tripped.
+        best: best value of an earlier (resumed) part of the run, if any.
+    """
+
+    def __init__(self, path, twin, *, monitor="val_accuracy", mode="auto", guard=None, best=None, best_epoch=None):
+        super().__init__()
+        self.path = Path(path)
+        self.twin = twin
+        self.monitor = monitor
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor or "auc" in monitor) else "min"
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max', 'min' or 'auto'; received {mode!r}.")
+        self.mode = mode
+        # Ties of an accuracy-like metric are broken by the matching loss (val_accuracy -> val_loss).
+        self.tie_breaker = re.sub(r"(accuracy|acc)$", "loss", monitor) if mode == "max" else None
+        self.guard = guard
+        self.best = best
+        self.best_epoch = best_epoch
+        self.best_logs = {}
+
+    def _better(self, value, logs) -> bool:
+        if self.best is None:
+            return True
+        if value == self.best and self.tie_breaker in logs and self.tie_breaker in self.best_logs:
+            # Equal accuracy (common on small validation sets): the lower loss wins, which favours the
+            # later, lower-learning-rate epochs over an early lucky one.
+            return float(logs[self.tie_breaker]) < float(self.best_logs[self.tie_breaker])
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.guard is not None and self.guard.tripped:
+            return
+        value = logs.get(self.monitor)
+        if value is None:
+            available = ", ".join(sorted(logs)) or "none"
+            raise ValueError(f"Cannot monitor {self.monitor!r}: the epoch logs have {available}.")
+        if not all(_finite(v) for v in logs.values()) or not self._better(float(value), logs):
+            return
+        from nin_keras.models.io import save_model
+
+        self.twin.set_weights(self.model.get_weights())
+        save_model(self.twin, self.path)
+        self.best, self.best_epoch = float(value), epoch + 1
+        self.best_logs = {k: float(v) for k, v in logs.items() if _finite(v)}
+
+
+def read_history_csv(path) -> list[dict]:
+    """Rows of a history.csv written by `HistoryCSV` (numbers as floats, `epoch` as int)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            parsed = {}
+            for key, value in row.items():
+                if key is None or value in (None, ""):
+                    continue
+                try:
+                    parsed[key] = int(value) if key == "epoch" else float(value)
+                except ValueError:
+                    continue
+            if "epoch" in parsed:
+                rows.append(parsed)
+    return rows
+
+
+def history_from_rows(rows: list[dict]) -> dict[str, list[float]]:
+    """{metric: [value per epoch]} from history rows (the `epoch` column included)."""
+    keys = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    return {key: [row.get(key, float("nan")) for row in rows] for key in keys}
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes one row per epoch (1-based `epoch`, the logs, the learning rate) to `path`, atomically.
+
+    Args:
+        path: the CSV file.
+        rows: rows of earlier epochs (a resumed run); those from the resumed epoch on are dropped.
+    """
+
+    def __init__(self, path, rows=None):
+        super().__init__()
+        self.path = Path(path)
+        self.rows = list(rows or [])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Epoch numbers in the file are 1-based: drop rows this run will redo (after a kill, they may exist).
+        self.rows = [row for row in self.rows if row["epoch"] <= epoch]
+        self._learning_rate = None
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            try:  # the rate at the epoch's first step
+                self._learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            except Exception:  # noqa: BLE001  (the learning rate is informative only)
+                pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+        if getattr(self, "_learning_rate", None) is not None:
+            row["learning_rate"] = self._learning_rate
+        self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
+        self.write()
+
+    def write(self):
+        keys = ["epoch"]
+        for row in self.rows:
+            keys.extend(k for k in row if k not in keys)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+        write_text(self.path, buffer.getvalue())
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return history_from_rows(self.rows)
+
+
+def tensorboard_callback(log_dir):
+    """Keras' TensorBoard callback writing epoch summaries (no graph, no profiling) under `log_dir`."""
+    os.makedirs(log_dir, exist_ok=True)
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False,
+                                       update_freq="epoch", profile_batch=0)

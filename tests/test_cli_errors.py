@@ -139,7 +139,8 @@ def test_errors_table_has_rows_for_every_command():
 
 
 @pytest.mark.parametrize("arguments, fragment", ROWS)
-def test_bad_input_gets_one_clear_line_and_exit_code_2(arguments, fragment, files, capfd):
+def test_bad_input_gets_one_clear_line_and_exit_code_2(arguments, fragment, files, capfd, monkeypatch):
+    monkeypatch.chdir(files["tmp"])  # a row that wrongly succeeds must not write runs/ into the repo
     code, out, err = _run_cli(arguments, files, capfd)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, f"exit code {code}; stderr: {err[-2000:]}"

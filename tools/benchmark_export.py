@@ -669,7 +669,7 @@ def main(argv=None):
         write_json(args.json_path, _jsonable({**results, "checks": rows}))
     for r in rows:
         print(f"{'PASS' if r['ok'] else 'FAIL'}  {r['what']} [{r['where']}]: {r['measured']} (target {r['target']})")
-    print(f"stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds.items())
+    print("stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds.items())
           + f"; total {results['seconds']:.0f} s")
     print(f"wrote {args.out}")
     return 0 if all(r["ok"] for r in rows) else 1

@@ -13,15 +13,45 @@ _DEFAULT_SYNTHETIC_SHAPE = (32, 32, 3)
 _DEFAULT_SYNTHETIC_CLASSES = 10
 
 
+def _number(text: str, kind, *, low: float, low_inclusive: bool, high: float | None = None):
+    """Parses `text` as `kind` (int or float) within [low or (low, high); argparse reports the message."""
+    import math
+
+    noun = "a whole number" if kind is int else "a number"
+    bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and < {high:g}" if high is not None else "")
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}") from None
+    in_range = (value >= low if low_inclusive else value > low) and (high is None or value < high)
+    if not math.isfinite(value) or not in_range:
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _number(text, int, low=1, low_inclusive=True)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, low=0, low_inclusive=True)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return _number(text, float, low=0, low_inclusive=False)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(text, float, low=0, low_inclusive=True)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    return _number(text, float, low=0, low_inclusive=True, high=1)
 
 
 def add_data_arguments(parser, *, required: bool = True) -> None:

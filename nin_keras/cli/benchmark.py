@@ -12,31 +12,11 @@ from __future__ import annotations
 import json
 import sys
 
-from nin_keras.cli._common import positive_int
+from nin_keras.cli._common import non_negative_int, positive_float, positive_int
 
 
-def _non_negative_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -57,11 +37,11 @@ def register(subparsers) -> None:
                        help="NIN variant: cifar, mnist, imagenet or d2l (default cifar)")
     train.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="batch size (default 128)")
     train.add_argument("--steps", type=positive_int, default=30, metavar="N", help="timed steps (default 30)")
-    train.add_argument("--warmup-steps", type=_non_negative_int, default=5, metavar="N",
+    train.add_argument("--warmup-steps", type=non_negative_int, default=5, metavar="N",
                        help="untimed steps first (default 5)")
     train.add_argument("--precision", default="auto", metavar="P",
                        help="auto, float32, mixed_bfloat16 or mixed_float16 (default auto)")
-    train.add_argument("--width-multiplier", type=_positive_float, default=1.0, metavar="X",
+    train.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="X",
                        help="scale every hidden width (default 1.0)")
     train.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", help="the paper's net, no BN")
     train.add_argument("--no-fused-batch-norm", dest="fused_batch_norm", action="store_false",
@@ -78,7 +58,7 @@ def register(subparsers) -> None:
     infer.add_argument("--threads", type=positive_int, default=2, metavar="N",
                        help="TFLite interpreter threads (default 2)")
     infer.add_argument("--runs", type=positive_int, default=50, metavar="N", help="timed batch-1 calls (default 50)")
-    infer.add_argument("--warmup", type=_non_negative_int, default=5, metavar="N",
+    infer.add_argument("--warmup", type=non_negative_int, default=5, metavar="N",
                        help="untimed calls first (default 5)")
     infer.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
                        help="batch of the throughput measurement (default 32)")

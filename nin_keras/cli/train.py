@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-import math
 import re
 import sys
 
-from nin_keras.cli._common import add_data_arguments, load_data_from_args, positive_int
+from nin_keras.cli._common import (add_data_arguments, fraction, load_data_from_args, non_negative_float,
+                                   positive_float, positive_int)
 
 EXIT_DIVERGED = 1
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
-def _fraction(text: str) -> float:
-    value = _non_negative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -57,7 +35,7 @@ def register(subparsers) -> None:
     model.add_argument("--variant", metavar="V", default=None,
                        help="NIN variant: cifar, mnist, imagenet, d2l (default: mnist for 1-channel images, "
                             "cifar otherwise); its layers, at the dataset's image size")
-    model.add_argument("--width", metavar="W", type=_positive_float, default=1.0,
+    model.add_argument("--width", metavar="W", type=positive_float, default=1.0,
                        help="width multiplier of the hidden layers (default 1.0)")
     model.add_argument("--no-batch-norm", action="store_true",
                        help="the paper's network without BatchNormalization (the paper recipe then uses lr 0.01)")
@@ -68,17 +46,17 @@ def register(subparsers) -> None:
                           "x0.1) or adam (Adam 1e-3, cosine; quick runs). Default: paper, or adam with "
                           "--optimizer adam")
     fit.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="override the recipe's optimizer")
-    fit.add_argument("--lr", metavar="RATE", type=_positive_float, default=None,
+    fit.add_argument("--lr", metavar="RATE", type=positive_float, default=None,
                      help="override the recipe's initial learning rate")
     fit.add_argument("--schedule", choices=SCHEDULES, default=None, help="override the recipe's lr schedule")
-    fit.add_argument("--momentum", type=_non_negative_float, default=None, help="override the SGD momentum")
-    fit.add_argument("--weight-decay", metavar="WD", type=_non_negative_float, default=None,
+    fit.add_argument("--momentum", type=non_negative_float, default=None, help="override the SGD momentum")
+    fit.add_argument("--weight-decay", metavar="WD", type=non_negative_float, default=None,
                      help="override the recipe's weight decay")
-    fit.add_argument("--label-smoothing", metavar="S", type=_fraction, default=0.0,
+    fit.add_argument("--label-smoothing", metavar="S", type=fraction, default=0.0,
                      help="label smoothing in [0, 1) (default 0)")
     fit.add_argument("--no-augment", action="store_true",
                      help="no random translation/flip of training images (default: the paper's augmentation)")
-    fit.add_argument("--validation-split", metavar="F", type=_fraction, default=0.1,
+    fit.add_argument("--validation-split", metavar="F", type=fraction, default=0.1,
                      help="fraction of the training set held out for validation (default 0.1)")
     fit.add_argument("--steps-per-epoch", metavar="N", type=positive_int, default=None,
                      help="batches per epoch (default: one pass over the training split)")

@@ -13,12 +13,14 @@ named. With `on_bad_image="fail"` (default) loading stops with `InvalidInputErro
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from nin_keras._runtime import silenced_native_stderr
 from nin_keras.data.formats import RawData
 from nin_keras.data.pipeline import split_validation
 from nin_keras.errors import InvalidInputError
@@ -54,9 +56,12 @@ def _check_images(files, channels: int) -> tuple[list, list, list]:
             bad.append((path, f"not an image file (allowed: {', '.join(IMAGE_EXTENSIONS)})"))
             continue
         try:
-            image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
+            # A failed decode also logs a C++ warning; the CLI wants only our one-line message.
+            with silenced_native_stderr():
+                image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
         except (OSError, tf.errors.OpError) as error:
             reason = getattr(error, "message", None) or str(error)
+            reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)  # TF's internal op path
             bad.append((path, f"cannot be decoded ({reason.splitlines()[0][:120]})"))
             continue
         good.append((path, label, tuple(int(d) for d in image.shape)))

@@ -163,21 +163,26 @@ def random_images(shape, count, seed):
 
 def time_interleaved(paths: dict, *, rounds: int, runs: int, threads: int) -> dict:
     """Batch-1 latency of several .tflite files, interleaved: each round times each once, in the given order
-    on even rounds and reversed on odd ones."""
+    on even rounds and reversed on odd ones. The compared figure is `interpreter.invoke()` alone (the model's
+    time, as LiteRT's benchmark_model measures it); the end-to-end `predict` time (Python-side input
+    quantization and copies included) is kept beside it."""
     import nin_keras
 
     names = list(paths)
     per_round = {name: [] for name in names}
+    end_to_end = {name: [] for name in names}
     for index in range(rounds):
         order = names if index % 2 == 0 else names[::-1]
         for name in order:
             result = nin_keras.benchmark_inference(paths[name], runs=runs, warmup=max(2, runs // 10),
                                                    threads=threads)
-            per_round[name].append(result["latency_ms_batch1_median"])
+            per_round[name].append(result["latency_ms_batch1_invoke_median"])
+            end_to_end[name].append(result["latency_ms_batch1_median"])
         log(f"  latency round {index + 1}/{rounds}: "
             + ", ".join(f"{name} {per_round[name][-1]:.3f} ms" for name in names))
     medians = {name: statistics.median(values) for name, values in per_round.items()}
-    return {"per_round_ms": per_round, "median_ms": medians}
+    return {"per_round_ms": per_round, "median_ms": medians,
+            "end_to_end_median_ms": {name: statistics.median(values) for name, values in end_to_end.items()}}
 
 
 def paper_variant(variant, args, work_dir: Path) -> dict:
@@ -416,7 +421,7 @@ def _edgetpu_line(entry) -> str:
 
 
 def _call_overhead_ms(results):
-    """Batch-1 latency of the tiny digits int8 model: roughly the fixed cost of one predict call."""
+    """Batch-1 invoke latency of the tiny digits model: roughly the fixed cost of one call."""
     d = results.get("digits")
     if not d:
         return None
@@ -448,8 +453,10 @@ def report(args, results, command) -> str:
         f"tf_keras {v['tf_keras']}, tfmot {v['tfmot']}, ai-edge-litert {v['ai_edge_litert']}",
         f"- TFLite interpreter threads: {args.threads}; latency: {args.rounds} interleaved rounds (order alternating) "
         f"of {args.runs} timed batch-1 calls per model after {max(2, args.runs // 10)} warm-up calls, "
-        "`nin_keras.benchmark_inference` (input quantization and output dequantization included); "
-        "a model's latency is the median over rounds of the per-round medians",
+        "`nin_keras.benchmark_inference`: the compared latency is `interpreter.invoke()` alone (the model's own "
+        "time, as LiteRT's benchmark_model measures it); the end-to-end `predict` time from Python (input "
+        "quantization and copies included) is listed beside it; a model's latency is the median over rounds of "
+        "the per-round medians",
         f"- Parts run: {', '.join(args.parts)}; total benchmark time {results['seconds']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in results["stage_seconds"].items()) + ")",
     ]
@@ -478,7 +485,7 @@ def report(args, results, command) -> str:
                          f"{_io(entry)} | {_ops(entry) if name not in ('keras', 'saved_model') else '-'} |")
         lat = r["latency"]
         base = lat["median_ms"]["tflite_float32"]
-        lines += ["", f"Batch-1 latency, {args.threads} threads (ms; per round, then the median):", "",
+        lines += ["", f"Batch-1 latency of `invoke()`, {args.threads} threads (ms; per round, then the median):", "",
                   "| model | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " | median | vs float32 |",
                   "|---|" + "---:|" * (args.rounds + 2)]
         for name, values in lat["per_round_ms"].items():
@@ -488,6 +495,11 @@ def report(args, results, command) -> str:
         per_round = [i / f for i, f in zip(lat["per_round_ms"]["tflite_int8"], lat["per_round_ms"]["tflite_float32"])]
         lines.append("| int8 / float32, per round | " + " | ".join(f"{x:.2f}" for x in per_round)
                      + f" | {statistics.median(per_round):.2f} | |")
+        e2e = lat.get("end_to_end_median_ms") or {}
+        if e2e:
+            lines += ["", "End to end from Python (`Predictor`/`evaluate` path, median ms): "
+                      + ", ".join(f"{name} {value:.3f}" for name, value in e2e.items())
+                      + f"; int8 / float32 {e2e['tflite_int8'] / e2e['tflite_float32']:.2f}."]
         f32, i8 = r["sizes"]["tflite_float32"], r["sizes"]["tflite_int8"]
         lines += ["",
                   f"- int8 / float32 size: {i8:,} / {f32:,} bytes = **{r['size_ratio']:.3f}** (target <= "
@@ -510,10 +522,9 @@ def report(args, results, command) -> str:
                          + "; the Edge TPU model's uint8 I/O adds one QUANTIZE at each end.")
         overhead = _call_overhead_ms(results)
         if overhead is not None:
-            lines.append(f"- Fixed cost per call: the 8x8 digits model below, which computes almost nothing, takes "
-                         f"{overhead:.3f} ms per batch-1 call (input quantization, invoke, output dequantization "
-                         f"from Python). It is in every latency here: {100 * overhead / lat['median_ms']['tflite_int8']:.0f}% "
-                         "of this model's int8 time.")
+            lines.append(f"- Floor: the 8x8 digits model below, which computes almost nothing, takes "
+                         f"{overhead:.3f} ms per `invoke()`: "
+                         f"{100 * overhead / lat['median_ms']['tflite_int8']:.0f}% of this model's int8 time.")
         lines.append("")
 
     d = results["digits"]

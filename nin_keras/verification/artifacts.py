@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -428,6 +429,19 @@ class TFLiteRunner(Runner):
             self._interpreter.resize_tensor_input(self._in["index"], [batch_size, *self.input_shape], strict=True)
             self._interpreter.allocate_tensors()
             self._batch = batch_size
+
+    def time_invoke(self, image: np.ndarray, *, runs: int, warmup: int) -> list[float]:
+        """Seconds of each `interpreter.invoke()` on one image already set: the model's own latency,
+        as LiteRT's benchmark_model measures it (no Python-side quantization or copies)."""
+        self._run(image)  # sizes the input to batch 1 and sets it
+        for _ in range(warmup):
+            self._interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self._interpreter.invoke()
+            times.append(time.perf_counter() - start)
+        return times
 
     def _run(self, batch):
         interpreter = self._interpreter

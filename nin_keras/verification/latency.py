@@ -53,7 +53,7 @@ def benchmark_inference(artifact, *, runs=50, warmup=5, threads=2, batch_size=32
         times.append(time.perf_counter() - start)
     times_ms = np.asarray(times) * 1000.0
     invoke_ms = None
-    if hasattr(runner, "time_invoke"):
+    if hasattr(runner, "time_invoke") and runner.static_batch in (None, 1):  # a batch-1 call exists
         invoke_ms = float(np.median(runner.time_invoke(one, runs=runs, warmup=warmup))) * 1000.0
 
     if runner.static_batch == 1:  # sequential batch-1 throughput

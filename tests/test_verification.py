@@ -304,6 +304,9 @@ def test_benchmark_inference_reports_latency_and_throughput(artifacts):
         assert 0 < result["latency_ms_batch1_median"] <= result["latency_ms_batch1_p90"]
         assert result["throughput_images_per_s"] > 0 and result["throughput_batch_size"] == batch
         assert result["runs"] == 5
+        # invoke() alone is timed for .tflite files only (the model's own time, no Python-side work).
+        invoke = result["latency_ms_batch1_invoke_median"]
+        assert (invoke is None) == name.endswith(".keras") and (invoke is None or invoke > 0)
     assert benchmark_inference(artifacts / "model_int8.tflite", runs=2, warmup=0, threads=1)["threads"] == 1
     with pytest.raises(ValueError, match="runs"):
         benchmark_inference(artifacts / "model_int8.tflite", runs=0)

@@ -39,7 +39,7 @@ class DemoSettings:
     max_int8_drop_points: float = 0.5
 
 
-FULL = DemoSettings(width_multiplier=0.5, epochs=20, qat_epochs=2)
+FULL = DemoSettings(width_multiplier=0.5, epochs=20, qat_epochs=3)
 # --quick: a smoke run for tests: tiny model, few epochs; accuracy is only expected to beat chance.
 QUICK = DemoSettings(width_multiplier=0.25, epochs=4, qat_epochs=1, min_accuracy=0.0,
                      max_int8_drop_points=100.0)
@@ -145,6 +145,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
         "float_accuracy": float_accuracy,
         "int8_accuracy": int8_accuracy,
         "int8_drop_points": drop,
+        "int8_choice": exported.get("int8_choice"),
         "targets_met": bool(targets_met),
         "seconds": round(seconds, 1),
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
@@ -269,6 +270,15 @@ def _print_verdict(console, summary, settings) -> None:
                   f"{'n/a' if drop is None else f'{drop:.2f}'} points (<= {settings.max_int8_drop_points}).")
 
 
+def _int8_choice_line(choice) -> str:
+    if not choice:
+        return "- Full-int8 model: from quantization-aware training."
+    scores = choice["validation_accuracy"]
+    source = "quantization-aware training" if choice["chosen"] == "qat" else "post-training quantization"
+    return (f"- Full-int8 model: from {source}, the better of the two on the validation split "
+            f"(QAT {_percent(scores['qat'])}, post-training {_percent(scores['ptq'])}; see export/int8_choice.json).")
+
+
 def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
     settings = summary["settings"]
     lines = [
@@ -285,6 +295,7 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
         f"- Float (Keras) test accuracy: {_percent(summary['float_accuracy'])}",
         f"- Full-int8 TFLite test accuracy: {_percent(summary['int8_accuracy'])} (drop "
         + ("n/a" if summary["int8_drop_points"] is None else f"{summary['int8_drop_points']:.2f}") + " points)",
+        _int8_choice_line(summary.get("int8_choice")),
         "",
         "| artifact | precision | size | accuracy | agreement | latency (batch 1) | throughput |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -10,7 +10,7 @@ DEFAULT_EXPORT_ROOT = "export"
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
            representative_samples: int | None = None, class_names=None, verify: bool = True,
-           progress: bool = True) -> dict:
+           keep_better_int8: bool = True, progress: bool = True) -> dict:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
     Args:
@@ -27,11 +27,15 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         representative_samples: calibration images. Defaults to 200.
         class_names: names for labels.txt. Defaults to the dataset's.
         verify: evaluate and time every artifact when data is given. Defaults to True.
+        keep_better_int8: with QAT and a validation split, also make the post-training int8 model and keep
+            whichever of the two scores better on validation data (never the test split); on a small,
+            already well-fitted model, a QAT fine-tune can cost a little accuracy. The choice is returned as
+            `int8_choice` and written to int8_choice.json. False always uses QAT. Defaults to True.
         progress: print progress. Defaults to True.
 
     Returns:
-        dict with out_dir, manifest (see `nin_keras.exporting.export_targets`) and report (the verification
-        rows, or None without data / with verify=False).
+        dict with out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the verification
+        rows, or None without data / with verify=False) and int8_choice (None unless QAT was compared).
     """
     from nin_keras.errors import InvalidInputError
     from nin_keras.exporting import export_targets, parse_targets
@@ -70,6 +74,11 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             print(f"Quantization-aware training: {qat_epochs} epoch(s)", file=sys.stderr)
         qat_model = quantize_aware(model, data, epochs=qat_epochs,
                                    learning_rate=learning_rate or DEFAULT_LEARNING_RATE, progress=progress)
+    int8_choice = None
+    if qat_model is not None and keep_better_int8 and getattr(data, "validation", None) is not None:
+        int8_choice = _compare_qat_with_ptq(model, qat_model, data, representative_samples, progress=progress)
+        if int8_choice["chosen"] == "ptq":
+            qat_model = None
     if progress:
         print(f"Exporting {model.name} to {out_dir}/", file=sys.stderr)
     manifest = export_targets(model, out_dir, targets=names, data=data, qat_model=qat_model,
@@ -80,4 +89,30 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         from nin_keras.verification import verify_export
 
         report = verify_export(out_dir, data, reference_model=model, progress=progress)
-    return {"out_dir": str(out_dir), "manifest": manifest, "report": report}
+    if int8_choice is not None:
+        from nin_keras._atomic import write_json
+
+        write_json(out_dir / "int8_choice.json", int8_choice)
+    return {"out_dir": str(out_dir), "manifest": manifest, "report": report, "int8_choice": int8_choice}
+
+
+def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, progress: bool) -> dict:
+    """Validation accuracy of the QAT and the post-training int8 models; the better one is chosen (QAT on a tie)."""
+    import tempfile
+
+    from nin_keras.quantization.converter import to_tflite
+    from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
+    from nin_keras.verification import evaluate
+
+    images = representative_images(model, data, num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
+    scores = {}
+    with tempfile.TemporaryDirectory(prefix="nin_int8_choice_") as tmp:
+        for source, quantized in (("qat", qat_model), ("ptq", model)):
+            path = Path(tmp) / f"{source}.tflite"
+            path.write_bytes(to_tflite(quantized, "int8", representative_images=images))
+            scores[source] = evaluate(path, data.validation, progress=False)["accuracy"]
+    chosen = "ptq" if scores["ptq"] > scores["qat"] else "qat"
+    if progress:
+        print(f"int8 on the validation split: QAT {scores['qat']:.2%}, post-training {scores['ptq']:.2%}: "
+              f"exporting the {'QAT' if chosen == 'qat' else 'post-training'} model", file=sys.stderr)
+    return {"chosen": chosen, "validation_accuracy": scores, "split": "validation"}

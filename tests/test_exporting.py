@@ -194,6 +194,28 @@ def test_workflow_export_with_qat_and_verification(tmp_path):
     assert len(result["report"]) >= 3
 
 
+@pytest.mark.slow
+def test_workflow_keeps_the_better_int8_model_on_validation_data(tmp_path):
+    data = nin_keras.load_dataset("synthetic", input_shape=SHAPE, num_classes=10, size=80, validation_split=0.25,
+                                  batch_size=16)
+    model = _model()
+    result = nin_keras.export(model, tmp_path / "out", targets="tflite_int8", data=data, qat_epochs=1,
+                              verify=False, progress=False)
+    choice = result["int8_choice"]
+    assert choice["chosen"] in ("qat", "ptq") and choice["split"] == "validation"
+    scores = choice["validation_accuracy"]
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("qat", "ptq"))
+    assert choice["chosen"] == ("ptq" if scores["ptq"] > scores["qat"] else "qat")
+    # What was exported is what was chosen, and the choice is on disk beside it.
+    assert result["manifest"]["targets"]["tflite_int8"]["quantization"] == choice["chosen"]
+    assert json.loads((tmp_path / "out" / "int8_choice.json").read_text()) == choice
+
+    forced = nin_keras.export(model, tmp_path / "qat", targets="tflite_int8", data=data, qat_epochs=1,
+                              verify=False, keep_better_int8=False, progress=False)
+    assert forced["int8_choice"] is None
+    assert forced["manifest"]["targets"]["tflite_int8"]["quantization"] == "qat"
+
+
 def test_default_out_dir_is_export_model_name(exported, tmp_path, monkeypatch):
     model, _, _ = exported
     monkeypatch.chdir(tmp_path)

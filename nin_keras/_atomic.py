@@ -58,18 +58,27 @@ def atomic_dir(path):
     try:
         yield tmp
         _normal_mode(tmp)
-        if path.exists():
-            # Two renames keep the window without a valid folder as short as the filesystem allows.
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.rmdir(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap_dir(new, target) -> None:
+    """Moves folder `new` to `target`, replacing an existing `target` (same filesystem).
+
+    A folder cannot be renamed over a non-empty one, so the old folder is first renamed aside: two renames
+    keep the window without a valid folder as short as the filesystem allows.
+    """
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.rmdir(old)
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path, data: bytes) -> Path:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nin_keras._atomic import write_json
+from nin_keras._atomic import swap_dir, write_json
 from nin_keras.exporting.targets import (
     EXPORT_TARGETS,
     LABELS_FILE,
@@ -171,10 +171,6 @@ def _replace_tree(new: Path, target: Path) -> None:
     for child in new.iterdir():
         destination = target / child.name
         if child.is_dir() and destination.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".old", dir=target))
-            os.rmdir(old)
-            os.replace(destination, old)
-            os.replace(child, destination)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_dir(child, destination)
         else:
             os.replace(child, destination)

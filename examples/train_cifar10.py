@@ -63,8 +63,10 @@ def train_recipe(name: str, args) -> dict:
     model_kwargs, data_kwargs, recipe, epochs = RECIPES[name]
     if args.smoke:
         # ZCA's fit (a 3072x3072 eigendecomposition, tens of seconds on 2 cores) is left out of the smoke run;
-        # the model then sees raw pixels, which is fine for checking that the script runs.
+        # the data then stays raw pixels, so the model rescales them itself (without that, the no-BN paper
+        # net sees 0..255 inputs and can diverge at lr 0.01).
         smoke_kwargs = {k: v for k, v in data_kwargs.items() if k != "preprocessing"}
+        model_kwargs = {**model_kwargs, "preprocessing": "rescale"}
         data = nin_keras.load_dataset("synthetic", input_shape=(32, 32, 3), num_classes=10, size=64,
                                       batch_size=16, **smoke_kwargs)
         width, epochs = 0.1, 1

@@ -109,35 +109,17 @@ def log(message):
 
 
 def machine():
-    from importlib.metadata import PackageNotFoundError, version
+    from nin_keras._machine import available_cores, cpu_flags, cpu_info, cpu_model, package_versions
 
-    cpu = platform.processor() or platform.machine()
-    first = {}  # the first processor's fields
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if ":" in line:
-                    key, value = (part.strip() for part in line.split(":", 1))
-                    first.setdefault(key.lower(), value)
-    except OSError:
-        pass
-    if first.get("model name"):
-        cpu = first["model name"]
-        ids = [f"{k} {first[k]}" for k in ("cpu family", "model", "stepping") if first.get(k)]
-        if ids:
-            cpu += f" ({', '.join(ids)})"
-    flags = first.get("flags", "")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    versions = {}
-    for name, dist in VERSIONS:
-        try:
-            versions[name] = version(dist)
-        except PackageNotFoundError:
-            versions[name] = None
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags.split()]
+    info = cpu_info()
+    cpu = cpu_model()
+    ids = [f"{k} {info[k]}" for k in ("cpu family", "model", "stepping") if info.get(k)]
+    if info.get("model name") and ids:
+        cpu += f" ({', '.join(ids)})"
+    cores = available_cores()
+    by_dist = package_versions(dist for _, dist in VERSIONS)
+    versions = {name: by_dist[dist] for name, dist in VERSIONS}
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in cpu_flags()]
     return {"cpu": cpu, "cores": cores, "logical_cpus": os.cpu_count(), "simd": simd,
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             "versions": versions, "load_average": _load_average(),

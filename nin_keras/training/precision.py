@@ -21,6 +21,9 @@ import contextlib
 import dataclasses
 import os
 
+# Imported under a module-level name so tests can stand in another CPU.
+from nin_keras._machine import cpu_flags as _cpu_flags
+
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -39,17 +42,6 @@ class PrecisionChoice:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-
-def _cpu_flags() -> set[str]:
-    """CPU feature flags from /proc/cpuinfo (Linux); empty where unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _gpu_compute_capabilities() -> list[tuple[str, tuple[int, int] | None]]:

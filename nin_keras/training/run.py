@@ -300,22 +300,15 @@ def device_facts() -> dict:
     """CPU model, core count and GPUs of this machine (for run configs and benchmark reports)."""
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from nin_keras._machine import cpu_model
+
     gpus = []
     for device in tf.config.list_physical_devices("GPU"):
         try:
             gpus.append(tf.config.experimental.get_device_details(device).get("device_name", device.name))
         except Exception:  # noqa: BLE001
             gpus.append(device.name)
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()}
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus, "platform": platform.platform()}
 
 
 def _now() -> str:

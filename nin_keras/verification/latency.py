@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
+from nin_keras._machine import available_cores
 from nin_keras.errors import InvalidInputError
 from nin_keras.verification.artifacts import Runner, load_artifact
 
@@ -95,9 +95,3 @@ def _tensorflow_threads() -> int:
     configured = tf.config.threading.get_intra_op_parallelism_threads()
     return int(configured) if configured else available_cores()
 
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

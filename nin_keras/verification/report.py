@@ -18,7 +18,8 @@ from nin_keras.errors import IncompatibleModelError
 from nin_keras.exporting.targets import EDGETPU_CHECK_FILE, EXPORT_TARGETS
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
-from nin_keras.verification.latency import available_cores, benchmark_inference
+from nin_keras._machine import available_cores, cpu_model, package_versions
+from nin_keras.verification.latency import benchmark_inference
 
 # File (or folder) name -> target, in report order: read from the exporter's table so the two never drift.
 ARTIFACTS = tuple((info.file.split("/")[0], target) for target, info in EXPORT_TARGETS.items())
@@ -144,24 +145,10 @@ def _describe_data(data, count: int) -> dict:
 
 def machine_info(threads=None) -> dict:
     """CPU model, cores, threads used, OS and runtime versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": available_cores(), "logical_cpus": os.cpu_count(), "threads": threads,
+    info = {"cpu": cpu_model(), "cores": available_cores(), "logical_cpus": os.cpu_count(), "threads": threads,
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
-    for module in ("tensorflow", "keras", "ai_edge_litert"):
-        try:
-            from importlib.metadata import version
-
-            info[module] = version(module.replace("_", "-"))
-        except Exception:  # not installed, or no metadata
-            info[module] = None
+    versions = package_versions(("tensorflow", "keras", "ai-edge-litert"))
+    info.update({name.replace("-", "_"): value for name, value in versions.items()})
     return info
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nin_keras
+from litert_helpers import run_tflite
 from nin_keras.errors import ConversionError, IncompatibleModelError, InvalidInputError
 from nin_keras.exporting import EXPORT_TARGETS, describe_tflite, export_targets
 
@@ -31,28 +32,6 @@ def _listing(folder: Path) -> dict:
 def _stray_files(root: Path) -> list:
     return [p.name for p in root.rglob("*") if ".tmp" in p.name or ".staging" in p.name or ".old" in p.name]
 
-
-def _predict_tflite(path, images):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    outputs = []
-    for image in images:
-        x = image[None]
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"]).astype("float32")
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y - zero) * scale
-        outputs.append(y[0])
-    return np.stack(outputs)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +80,10 @@ def test_tflite_numerics_on_raw_pixels(exported):
     model, out, _ = exported
     images, _ = _data(12, seed=3)
     reference = model.predict(images, verbose=0)
-    float32 = _predict_tflite(out / "model_float32.tflite", images)
+    float32 = run_tflite(out / "model_float32.tflite", images)
     np.testing.assert_allclose(float32, reference, atol=1e-5)
     for name in ("model_float16.tflite", "model_dynamic.tflite", "model_int8.tflite", "model_edgetpu_ready.tflite"):
-        probabilities = _predict_tflite(out / name, images)
+        probabilities = run_tflite(out / name, images)
         assert np.abs(probabilities - reference).max() < 0.1, name
 
 
@@ -290,6 +269,6 @@ def test_mixed_precision_model_exports_as_float32(tmp_path):
                    representative_samples=16, progress=False)
     images, _ = _data(6, seed=5)
     reference = model.predict(images, verbose=0)
-    assert np.abs(_predict_tflite(out / "model_float32.tflite", images) - reference).max() < 0.05
+    assert np.abs(run_tflite(out / "model_float32.tflite", images) - reference).max() < 0.05
     assert describe_tflite(out / "model_int8.tflite")["inputs"][0]["dtype"] == "int8"
     assert nin_keras.load_model(out / "model.keras").layers[2].compute_dtype == "bfloat16"  # saved as given

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import nin_keras
+from litert_helpers import run_tflite
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.quantization import post_training_quantize, quantize_aware, to_tf_keras, to_tflite
 
@@ -26,30 +27,6 @@ def _data(n=64, seed=0, shape=SHAPE):
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, (n, *shape)).astype("float32"), rng.integers(0, 10, n)
 
-
-def _run_tflite(data: bytes, images):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=data)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for image in images:
-        x = image[None]
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-        if inp["shape_signature"][0] == -1:
-            interpreter.resize_tensor_input(inp["index"], x.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"]).astype("float32")
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y - zero) * scale
-        results.append(y[0])
-    return np.stack(results)
 
 
 def _ops(data: bytes):
@@ -114,7 +91,7 @@ def test_ptq_is_full_integer_and_close_to_float():
     scale, zero = info["inputs"][0]["quantization"]
     assert abs(scale - 1.0) < 0.01 and zero == -128
     float_probs = model.predict(images[:16], verbose=0)
-    int8_probs = _run_tflite(data, images[:16])
+    int8_probs = run_tflite(data, images[:16])
     assert np.abs(int8_probs - float_probs).max() < 0.1
 
 
@@ -142,7 +119,7 @@ def test_qat_converts_to_clean_full_int8(tmp_path):
     assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops
     assert ops.get("CONV_2D") == 9
     # The fake-quantized model and its int8 conversion agree.
-    tflite_probs = _run_tflite(data, images[:8])
+    tflite_probs = run_tflite(data, images[:8])
     assert np.abs(tflite_probs - qat.predict(images[:8])).max() < 0.1
     assert os.environ.get("TF_USE_LEGACY_KERAS") == before
 

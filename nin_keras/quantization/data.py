@@ -24,26 +24,12 @@ def check_data_compatible(model, data) -> None:
 
     `data`: a DatasetSplits, or `(images, labels)` arrays (checked here); datasets are checked when read.
     """
-    from nin_keras.data.splits import DatasetSplits
+    from nin_keras.data import DatasetSplits, check_compatible
 
     if isinstance(data, (tuple, list)) and len(data) == 2:
         check_arrays(model, data[0], data[1])
-        return
-    if not isinstance(data, DatasetSplits):
-        return
-    try:
-        from nin_keras.data import check_compatible
-    except ImportError:  # the data stage's own check; fall back to ours
-        check_compatible = None
-    if check_compatible is not None:
+    elif isinstance(data, DatasetSplits):
         check_compatible(model, data)
-        return
-    input_shape, num_classes = model_signature(model)
-    if tuple(data.input_shape) != input_shape or int(data.num_classes) != num_classes:
-        raise IncompatibleModelError(
-            f"Dataset {data.name!r} has images {tuple(data.input_shape)} and {data.num_classes} classes, but "
-            f"the model takes {input_shape} and predicts {num_classes} classes."
-        )
 
 
 def training_arrays(model, data, *, limit: int | None = None, split: str = "train"):

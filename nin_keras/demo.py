@@ -106,10 +106,10 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
                              learning_rate=settings.learning_rate, out_dir=out_dir / "train", overwrite=True,
                              seed=seed, tensorboard=False,
                              verbose="auto" if sys.stdout.isatty() else 2)  # no progress-bar redraws in logs
-    run_dir = Path(_field(result, "run_dir", out_dir / "train"))
-    history = dict(_field(result, "history", {}) or {})
+    run_dir = Path(result.run_dir)
+    history = dict(result.history)
     model_path = run_dir / "model.keras"
-    trained = nin_keras.load_model(model_path)
+    trained = result.model  # train() loaded it back from model_path: the saved best model, float32
     stage_seconds["train"] = time.perf_counter() - tick
 
     # 3. QAT + export + verify --------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     tick = time.perf_counter()
     export_dir = out_dir / "export"
     exported = nin_keras.export(trained, export_dir, targets="all", data=data, qat_epochs=settings.qat_epochs)
-    rows = exported.get("report") or _read_rows(export_dir)
+    rows = exported["report"]
     stage_seconds["export"] = time.perf_counter() - tick
 
     # 4. figures ----------------------------------------------------------------------------------------
@@ -196,11 +196,6 @@ def artifact_table(rows, *, title: str = "Artifacts"):
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _field(result, name, default=None):
-    """A field of train()'s result, whether it is an object or a dict."""
-    if isinstance(result, dict):
-        return result.get(name, default)
-    return getattr(result, name, default)
 
 
 def _test_arrays(data):
@@ -210,17 +205,6 @@ def _test_arrays(data):
     return images, labels.reshape(-1).astype(np.int64)
 
 
-def _read_rows(export_dir: Path) -> list[dict]:
-    import json
-
-    report = export_dir / "report.json"
-    if not report.is_file():
-        raise RuntimeError(f"The export wrote no {report}: verification did not run.")
-    content = json.loads(report.read_text(encoding="utf-8"))
-    rows = content.get("rows", content) if isinstance(content, dict) else content
-    if not isinstance(rows, list):
-        raise RuntimeError(f"{report} holds no list of artifact rows.")
-    return rows
 
 
 def _draw_figures(folder: Path, model, history, rows, images, labels, class_names) -> dict[str, Path]:

@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show TensorFlow's own logs and full tracebacks (also NIN_KERAS_VERBOSE=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
-        try:
-            module = importlib.import_module(f"nin_keras.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"nin_keras.cli.{name}":
-                raise
-            continue  # command not written yet
-        module.register(subparsers)
+        importlib.import_module(f"nin_keras.cli.{name}").register(subparsers)
     return parser
 
 

@@ -4,7 +4,10 @@ The package follows the data flow, one subpackage a stage:
 
     data -> models -> training -> quantization -> exporting -> verification
 
-plus `viz` (figures any stage may draw), `workflows` (export = write targets + verify them) and `cli`.
+plus `viz` (figures), `workflows` (jobs that span stages: `export` = QAT + write targets + verify, and the
+demo) and `cli`. Below them all sit small shared modules, one fact each: `errors`, `checks` (argument
+checks), `formatting` (sizes, names), `machine` (machine facts), `process_state` (TensorFlow's log level and
+TF_USE_LEGACY_KERAS), `export_layout` (the export folder's file names) and `_atomic` (atomic writes).
 
 The public API is re-exported here and loaded on first use, so `import nin_keras` stays fast and the CLI
 can quiet TensorFlow before TensorFlow is imported.
@@ -36,10 +39,11 @@ _EXPORTS = {
     "benchmark_training": "nin_keras.training",
     # quantization
     "quantize_aware": "nin_keras.quantization",
-    "post_training_quantize": "nin_keras.quantization",
+    "post_training_quantize": "nin_keras.exporting",
     "to_tf_keras": "nin_keras.quantization",
     # exporting
     "export": "nin_keras.workflows",
+    "run_demo": "nin_keras.workflows",
     "check_edgetpu": "nin_keras.exporting",
     "EXPORT_TARGETS": "nin_keras.exporting",
     # verification

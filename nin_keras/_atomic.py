@@ -96,3 +96,11 @@ def write_text(path, text: str) -> Path:
 def write_json(path, obj) -> Path:
     """Writes `obj` as indented JSON to `path` atomically."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def folder_size(path) -> int:
+    """Bytes of every file below `path` (a file's own size when `path` is a file)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -14,13 +14,13 @@ def _process_state_restored():
     import logging
     import warnings
 
-    from nin_keras import _runtime
+    from nin_keras import process_state
 
-    quiet = _runtime.QUIET
+    quiet = process_state.QUIET
     levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
     with warnings.catch_warnings():
         yield
-    _runtime.QUIET = quiet
+    process_state.QUIET = quiet
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
 

@@ -1,4 +1,4 @@
-"""load_dataset: digits, synthetic, image folders, splits, seeds, augmentation, GCN/ZCA, errors, check_compatible,
+"""load_dataset: digits, synthetic, image folders, splits, seeds, augmentation, GCN/ZCA, errors, check_data_fits,
 throughput, and the CLI's shared data options."""
 
 import argparse
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import nin_keras
-from nin_keras.data import as_arrays, check_compatible, list_datasets, load_dataset, measure_pipeline_throughput
+from nin_keras.data import as_arrays, list_datasets, load_dataset, measure_pipeline_throughput
+from nin_keras.models import check_data_fits
 from nin_keras.data.pipeline import Augmentation, augment_batch, split_validation
 from nin_keras.data.preprocessing import GCNZCA, ZCA, global_contrast_normalize
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
@@ -296,7 +297,7 @@ def test_folder_errors(tmp_path):
         load_dataset("folder:")
 
 
-# --------------------------------------------------------------------------------------- check_compatible
+# ---------------------------------------------------------------------------------------- check_data_fits
 
 
 def _classifier(input_shape, classes):
@@ -306,19 +307,19 @@ def _classifier(input_shape, classes):
     return keras.Model(inputs, keras.layers.Dense(classes)(keras.layers.Flatten()(inputs)), name="tiny")
 
 
-def test_check_compatible():
+def test_check_data_fits():
     splits = load_dataset("digits", batch_size=256)
-    check_compatible(_classifier((8, 8, 1), 10), splits)
+    check_data_fits(_classifier((8, 8, 1), 10), splits)
     with pytest.raises(IncompatibleModelError, match=r"32x32x3.*8x8x1.*build_nin\(num_classes=10, "
                                                      r"input_shape=\(8, 8, 1\)\)"):
-        check_compatible(_classifier((32, 32, 3), 10), splits)
+        check_data_fits(_classifier((32, 32, 3), 10), splits)
     with pytest.raises(IncompatibleModelError, match=r"predicts 5 classes.*10 classes.*num_classes=10"):
-        check_compatible(_classifier((8, 8, 1), 5), splits)
+        check_data_fits(_classifier((8, 8, 1), 5), splits)
     assert issubclass(IncompatibleModelError, ValueError)
     # datasets and arrays work too
-    check_compatible(_classifier((8, 8, 1), 10), splits.test)
-    with pytest.raises(IncompatibleModelError, match="labels up to 9"):
-        check_compatible(_classifier((8, 8, 1), 5), as_arrays(splits))
+    check_data_fits(_classifier((8, 8, 1), 10), splits.test)
+    with pytest.raises(IncompatibleModelError, match="labels run from 0 to 9"):
+        check_data_fits(_classifier((8, 8, 1), 5), as_arrays(splits))
 
 
 # ------------------------------------------------------------------------------------------------ throughput
@@ -337,12 +338,12 @@ def test_measure_pipeline_throughput():
 
 
 def test_cli_common_imports_without_tensorflow():
-    code = "import sys, nin_keras.cli._common; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import sys, nin_keras.cli.options; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_cli_data_arguments_and_loading():
-    from nin_keras.cli._common import add_data_arguments, load_data_from_args
+    from nin_keras.cli.options import add_data_arguments, load_data_from_args
 
     parser = argparse.ArgumentParser()
     add_data_arguments(parser)
@@ -355,7 +356,7 @@ def test_cli_data_arguments_and_loading():
     model = _classifier((9, 9, 2), 3)
     splits = load_data_from_args(args, model=model, augment=True)
     assert splits.input_shape == (9, 9, 2) and splits.num_classes == 3 and splits.info["augmentation"]
-    check_compatible(model, splits)
+    check_data_fits(model, splits)
     with pytest.raises(SystemExit) as exit_info, warnings.catch_warnings():
         parser.parse_args(["--dataset", "digits", "--batch-size", "0"])
     assert exit_info.value.code == 2
@@ -367,7 +368,7 @@ def test_cli_data_arguments_and_loading():
 
 
 def test_cli_folder_skip_flag(tmp_path):
-    from nin_keras.cli._common import add_data_arguments, load_data_from_args
+    from nin_keras.cli.options import add_data_arguments, load_data_from_args
 
     root = _image_folder(tmp_path / "pets", n_per_class=2)
     (root / "cat" / "bad.png").write_bytes(b"junk")

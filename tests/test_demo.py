@@ -87,7 +87,7 @@ def test_demo_help():
 def test_artifact_table_and_report_handle_missing_values(tmp_path):
     from rich.console import Console
 
-    from nin_keras.demo import FULL, _report_markdown, artifact_table
+    from nin_keras.workflows.demo import FULL, _report_markdown, artifact_table
 
     rows = [{"artifact": "model.keras", "target": "keras", "precision": "float32", "size_bytes": 2_000_000,
              "accuracy": 0.98, "agreement": 1.0, "latency_ms_batch1_median": 3.0, "throughput_images_per_s": 900.0},

@@ -9,7 +9,7 @@ import nin_keras
 from nin_keras.errors import InvalidInputError
 from nin_keras.exporting import check_edgetpu, format_findings
 from nin_keras.exporting.edgetpu import EDGETPU_OPS
-from nin_keras.quantization import to_tflite
+from nin_keras.exporting import to_tflite
 
 SHAPE = (16, 16, 3)
 

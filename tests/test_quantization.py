@@ -12,7 +12,8 @@ import pytest
 import nin_keras
 from litert_helpers import run_tflite
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
-from nin_keras.quantization import post_training_quantize, quantize_aware, to_tf_keras, to_tflite
+from nin_keras.exporting import post_training_quantize, to_tflite
+from nin_keras.quantization import quantize_aware, to_tf_keras
 
 SHAPE = (16, 16, 3)
 
@@ -152,7 +153,7 @@ def test_qat_leaves_the_process_as_it_was(tmp_path):
 
 def test_converter_failures_become_conversion_error():
     from nin_keras.errors import ConversionError
-    from nin_keras.quantization import convert
+    from nin_keras.exporting import convert
 
     class Broken:
         def convert(self):

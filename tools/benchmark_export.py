@@ -109,7 +109,7 @@ def log(message):
 
 
 def machine():
-    from nin_keras._machine import available_cores, cpu_flags, cpu_info, cpu_model, package_versions
+    from nin_keras.machine import available_cores, cpu_flags, cpu_info, cpu_model, package_versions
 
     info = cpu_info()
     cpu = cpu_model()
@@ -626,7 +626,7 @@ def main(argv=None):
     raw = sys.argv[1:] if argv is None else list(argv)
     command = "python tools/benchmark_export.py" + (" " + shlex.join(raw) if raw else "")
     if not args.verbose:
-        from nin_keras._runtime import quiet_tensorflow
+        from nin_keras.process_state import quiet_tensorflow
 
         quiet_tensorflow()
     from nin_keras._atomic import write_json, write_text

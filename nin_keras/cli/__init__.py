@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not verbose:
-        from nin_keras._runtime import quiet_tensorflow
+        from nin_keras.process_state import quiet_tensorflow
 
         quiet_tensorflow()
     if getattr(args, "handler", None) is None:

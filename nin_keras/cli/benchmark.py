@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from nin_keras.cli._common import non_negative_int, positive_float, positive_int
+from nin_keras.cli.options import non_negative_int, positive_float, positive_int
 
 
 

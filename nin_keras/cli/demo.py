@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nin_keras.demo import run_demo
+    from nin_keras.workflows.demo import run_demo
 
     summary = run_demo(args.out, quick=args.quick, seed=args.seed)
     # The full demo promises accuracy targets; say so in the exit status when they are missed.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import types
 
-from nin_keras.cli._common import add_data_arguments, load_data_from_args, positive_int
+from nin_keras.cli.options import add_data_arguments, load_data_from_args, positive_int
 
 
 def register(subparsers) -> None:

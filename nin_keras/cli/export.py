@@ -6,7 +6,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from nin_keras.cli._common import add_data_arguments, positive_int
+    from nin_keras.cli.options import add_data_arguments, positive_int
 
     parser = subparsers.add_parser(
         "export", help="export a .keras model to SavedModel, TFLite (float/int8) and Edge TPU-ready files",
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from nin_keras.cli._common import load_data_from_args
+    from nin_keras.cli.options import load_data_from_args
     from nin_keras.errors import InvalidInputError
     from nin_keras.exporting import check_edgetpu, format_findings, parse_targets
     from nin_keras.models import check_image_classifier, load_model

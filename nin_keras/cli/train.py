@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from nin_keras.cli._common import (add_data_arguments, fraction, load_data_from_args, non_negative_float,
+from nin_keras.cli.options import (add_data_arguments, fraction, load_data_from_args, non_negative_float,
                                    positive_float, positive_int)
 
 EXIT_DIVERGED = 1

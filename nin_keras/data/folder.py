@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nin_keras._runtime import silenced_native_stderr
+from nin_keras.process_state import silenced_native_stderr
 from nin_keras.data.formats import RawData
 from nin_keras.data.pipeline import split_validation
 from nin_keras.errors import InvalidInputError

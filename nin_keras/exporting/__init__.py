@@ -1,13 +1,27 @@
 """Stage 5 of the data flow: exporting a model to deployable artifacts.
 
 One function per target (`export_keras`, `export_saved_model`, `export_tflite_float32`, `export_tflite_float16`,
-`export_tflite_dynamic`, `export_tflite_int8`, `export_edgetpu`), `export_targets` to write several atomically,
-and `check_edgetpu`, a static Edge TPU compatibility check of any .tflite. Converter flags live in one place,
-`nin_keras.quantization.converter`. `nin_keras.export` (in `nin_keras.workflows`) adds QAT and verification.
+`export_tflite_dynamic`, `export_tflite_int8`, `export_edgetpu`) in `targets`; `export_targets` (`folder`)
+writes several atomically; `converter` is the one home of TFLite converter flags, of post-training
+quantization (a conversion mode) and of the serving SavedModel writer; `check_edgetpu` (`edgetpu`) checks any
+.tflite statically for the Edge TPU.
+
+The user's `nin_keras.export` spans three stages (QAT, these targets, verification of what was written), so it
+lives with the other cross-stage jobs in `nin_keras.workflows.export`.
 """
 
+from nin_keras.exporting.converter import (
+    FULL_INTEGER_MODES,
+    MODES,
+    configure_converter,
+    convert,
+    float32_model,
+    post_training_quantize,
+    to_tflite,
+    write_serving_saved_model,
+)
 from nin_keras.exporting.edgetpu import EDGETPU_OPS, check_edgetpu, format_findings, run_edgetpu_compiler
-from nin_keras.exporting.export import export_targets
+from nin_keras.exporting.folder import check_targets_have_data, export_targets
 from nin_keras.exporting.targets import (
     EDGETPU_CHECK_FILE,
     EXPORT_TARGETS,
@@ -32,6 +46,8 @@ __all__ = [
     "EDGETPU_CHECK_FILE",
     "EDGETPU_OPS",
     "EXPORT_TARGETS",
+    "FULL_INTEGER_MODES",
+    "MODES",
     "GPU_COMPATIBILITY_FILE",
     "LABELS_FILE",
     "MANIFEST_FILE",
@@ -39,6 +55,9 @@ __all__ = [
     "ExportContext",
     "TargetInfo",
     "check_edgetpu",
+    "check_targets_have_data",
+    "configure_converter",
+    "convert",
     "describe_tflite",
     "export_edgetpu",
     "export_keras",
@@ -48,7 +67,11 @@ __all__ = [
     "export_tflite_float16",
     "export_tflite_float32",
     "export_tflite_int8",
+    "float32_model",
     "format_findings",
     "parse_targets",
+    "post_training_quantize",
     "run_edgetpu_compiler",
+    "to_tflite",
+    "write_serving_saved_model",
 ]

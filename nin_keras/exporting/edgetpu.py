@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from nin_keras._atomic import write_text
 from nin_keras.exporting.tflite_info import (
     io_description,
     is_constant,
@@ -192,7 +193,6 @@ def run_edgetpu_compiler(path, out_dir, *, timeout: float = 300) -> dict:
     except (OSError, subprocess.TimeoutExpired) as error:
         output_text, returncode = f"edgetpu_compiler failed to run: {error}", None
     log_name = "edgetpu_compiler.txt"
-    from nin_keras._atomic import write_text
 
     write_text(out_dir / log_name, output_text)
     compiled = out_dir / f"{Path(path).stem}_edgetpu.tflite"

@@ -2,7 +2,7 @@
 
 Every target function has the signature `export_<target>(context, out_dir) -> dict`; `ExportContext` carries the
 model, the calibration images, the QAT model and a cache of the SavedModels the converter reads. Converter
-flags are set in one place, `nin_keras.quantization.converter`.
+flags are set in one place, `nin_keras.exporting.converter`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,21 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
-from nin_keras._atomic import write_bytes, write_json, write_text
+from nin_keras._atomic import atomic_dir, folder_size, write_bytes, write_json, write_text
 from nin_keras.errors import InvalidInputError
+from nin_keras.export_layout import (
+    EDGETPU_CHECK_FILE,
+    GPU_COMPATIBILITY_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    TARGET_FILES,
+)
+from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model
+from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
+from nin_keras.exporting.tflite_info import describe_tflite
+from nin_keras.models.io import save_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,26 +42,22 @@ class TargetInfo:
 
 
 EXPORT_TARGETS: "OrderedDict[str, TargetInfo]" = OrderedDict(
-    keras=TargetInfo("model.keras", "Keras 3 model, float32 weights"),
+    keras=TargetInfo(TARGET_FILES["keras"], "Keras 3 model, float32 weights"),
     saved_model=TargetInfo(
-        "saved_model/1",
+        TARGET_FILES["saved_model"],
         "TF Serving SavedModel, signature serving_default: image float32 [N,H,W,C] raw pixels -> "
         "probabilities [N,classes], class_id [N]",
     ),
-    tflite_float32=TargetInfo("model_float32.tflite", "float32 weights and I/O"),
-    tflite_float16=TargetInfo("model_float16.tflite",
+    tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O"),
+    tflite_float16=TargetInfo(TARGET_FILES["tflite_float16"],
                               "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it"),
-    tflite_dynamic=TargetInfo("model_dynamic.tflite", "int8 weights, float activations, float32 I/O"),
-    tflite_int8=TargetInfo("model_int8.tflite", "full integer, int8 input/output (QAT or PTQ)", needs_data=True),
-    edgetpu=TargetInfo("model_edgetpu_ready.tflite",
+    tflite_dynamic=TargetInfo(TARGET_FILES["tflite_dynamic"], "int8 weights, float activations, float32 I/O"),
+    tflite_int8=TargetInfo(TARGET_FILES["tflite_int8"], "full integer, int8 input/output (QAT or PTQ)",
+                           needs_data=True),
+    edgetpu=TargetInfo(TARGET_FILES["edgetpu"],
                        "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
                        needs_data=True),
 )
-
-LABELS_FILE = "labels.txt"
-MANIFEST_FILE = "manifest.json"
-GPU_COMPATIBILITY_FILE = "gpu_compatibility.txt"
-EDGETPU_CHECK_FILE = "edgetpu_check.json"
 
 
 @dataclasses.dataclass
@@ -78,17 +86,13 @@ class ExportContext:
 
     def conversion_saved_model(self, batch_size=None) -> Path:
         """The model as a SavedModel with a float32 `image` input of batch `batch_size` (written once)."""
-        from nin_keras.quantization.converter import write_conversion_saved_model
-
         if batch_size not in self._saved_models:
             directory = Path(self.work_dir) / f"convert_batch_{batch_size or 'any'}"
-            self._saved_models[batch_size] = write_conversion_saved_model(self.float_model, directory,
-                                                                          batch_size=batch_size)
+            self._saved_models[batch_size] = write_serving_saved_model(self.float_model, directory,
+                                                                        batch_size=batch_size)
         return self._saved_models[batch_size]
 
     def tflite(self, mode: str, *, batch_size=None, use_qat: bool = False) -> bytes:
-        from nin_keras.quantization.converter import to_tflite
-
         if use_qat and self.qat_model is not None:
             return to_tflite(self.qat_model, mode, representative_images=self.representative_images,
                              batch_size=batch_size)
@@ -97,8 +101,6 @@ class ExportContext:
 
 
 def _tflite_entry(target: str, path: Path, **extra) -> dict:
-    from nin_keras.exporting.tflite_info import describe_tflite
-
     info = describe_tflite(path)
     return {"target": target, "file": path.name, "size_bytes": info["size_bytes"],
             "description": EXPORT_TARGETS[target].description, "input": info["inputs"][0],
@@ -112,8 +114,6 @@ def _write_tflite(target: str, data: bytes, out_dir: Path, **extra) -> dict:
 
 def export_keras(context: ExportContext, out_dir) -> dict:
     """model.keras: the float Keras 3 model."""
-    from nin_keras.models import save_model
-
     path = save_model(context.model, Path(out_dir) / EXPORT_TARGETS["keras"].file)
     return {"target": "keras", "file": path.name, "size_bytes": path.stat().st_size,
             "description": EXPORT_TARGETS["keras"].description}
@@ -121,33 +121,15 @@ def export_keras(context: ExportContext, out_dir) -> dict:
 
 def export_saved_model(context: ExportContext, out_dir) -> dict:
     """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id)."""
-    import keras
-    import tensorflow as tf
-
-    from nin_keras._atomic import atomic_dir
-    from nin_keras._runtime import silenced_native_stderr
-
     model = context.float_model
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    def serve(image):
-        probabilities = tf.cast(model(image, training=False), tf.float32)
-        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
-
-    archive.add_endpoint(
-        "serving_default",
-        tf.function(serve, input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")]),
-    )
     target_dir = Path(out_dir) / EXPORT_TARGETS["saved_model"].file
-    with atomic_dir(target_dir) as tmp, silenced_native_stderr():
-        archive.write_out(str(tmp), verbose=False)
-    size = sum(p.stat().st_size for p in target_dir.rglob("*") if p.is_file())
-    return {"target": "saved_model", "file": "saved_model/1", "size_bytes": size,
+    with atomic_dir(target_dir) as tmp:
+        write_serving_saved_model(model, tmp, class_id=True)
+    return {"target": "saved_model", "file": "saved_model/1", "size_bytes": folder_size(target_dir),
             "description": EXPORT_TARGETS["saved_model"].description, "signature": "serving_default",
-            "input": {"name": "image", "dtype": "float32", "shape": [-1, *shape], "quantization": None},
-            "outputs": {"probabilities": "float32 [N, classes]", "class_id": "int64 [N]"}}
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, *shape], "quantization": None},
+            "outputs": {OUTPUT_NAME: "float32 [N, classes]", CLASS_ID_NAME: "int64 [N]"}}
 
 
 def export_tflite_float32(context: ExportContext, out_dir) -> dict:
@@ -180,8 +162,6 @@ def export_tflite_int8(context: ExportContext, out_dir) -> dict:
 
 def export_edgetpu(context: ExportContext, out_dir) -> dict:
     """model_edgetpu_ready.tflite (uint8 I/O, batch 1), edgetpu_check.json, and the compiler's output if present."""
-    from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
-
     _require_data(context, "edgetpu")
     data = context.tflite("uint8", batch_size=1, use_qat=True)
     entry = _write_tflite("edgetpu", data, out_dir, precision="full int8 (uint8 I/O)",
@@ -222,8 +202,6 @@ def gpu_compatibility_report(model_content: bytes) -> str:
 
     The analyzer prints (from Python and from C++) instead of returning its findings: both are captured.
     """
-    import tensorflow as tf
-
     python_output = io.StringIO()
     sys.stdout.flush()
     saved = os.dup(1)

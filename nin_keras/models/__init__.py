@@ -1,4 +1,5 @@
-"""Stage 2 of the data flow: NIN models (presets as data, the mlpconv block, the builder)."""
+"""Stage 2 of the data flow: NIN models (presets as data, the mlpconv block, the builder), safe .keras I/O,
+and the one home of "what does this classifier take and give, and does this data fit it" (`signature`)."""
 
 from nin_keras.models.blocks import mlpconv_block
 from nin_keras.models.builder import (
@@ -8,9 +9,17 @@ from nin_keras.models.builder import (
     build_nin,
     minimum_input_size,
 )
-from nin_keras.models.io import check_image_classifier, load_model, save_model
+from nin_keras.models.io import load_model, save_model
 from nin_keras.models.layers import FusedBatchNormalization
 from nin_keras.models.presets import CLASSES, PRESETS, MlpconvSpec, NINPreset, get_preset, list_variants
+from nin_keras.models.signature import (
+    check_arrays_fit,
+    check_data_fits,
+    check_image_classifier,
+    check_labels_fit,
+    has_batch_norm,
+    outputs_probabilities,
+)
 
 __all__ = [
     "CLASSES",
@@ -22,11 +31,16 @@ __all__ = [
     "NINPreset",
     "adapt_standardization",
     "build_nin",
+    "check_arrays_fit",
+    "check_data_fits",
     "check_image_classifier",
+    "check_labels_fit",
+    "has_batch_norm",
     "get_preset",
     "list_variants",
     "load_model",
     "minimum_input_size",
     "mlpconv_block",
+    "outputs_probabilities",
     "save_model",
 ]

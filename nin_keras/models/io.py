@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 
 from nin_keras._atomic import atomic_path
-from nin_keras.errors import IncompatibleModelError, InvalidInputError, UnsafeFileError
+from nin_keras.errors import InvalidInputError, UnsafeFileError
 from nin_keras.models import layers as _layers  # noqa: F401  (registers FusedBatchNormalization)
 
 
@@ -78,29 +78,3 @@ def save_model(model: keras.Model, path) -> Path:
     with atomic_path(path) as tmp:
         model.save(tmp)
     return path
-
-
-def check_image_classifier(model) -> tuple[tuple[int, int, int], int]:
-    """Checks that `model` maps (batch, H, W, C) images to (batch, classes) and returns (input_shape, classes).
-
-    Raises:
-        IncompatibleModelError: the model has several inputs/outputs or other shapes.
-    """
-    inputs, outputs = model.inputs, model.outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise IncompatibleModelError(
-            f"Model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; expected an image "
-            "classifier with one image input and one class-score output."
-        )
-    in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
-    if len(in_shape) != 4 or any(d is None for d in in_shape[1:]):
-        raise IncompatibleModelError(
-            f"Model {model.name!r} takes input of shape {in_shape}; expected (batch, height, width, channels) "
-            "with static height, width and channels."
-        )
-    if len(out_shape) != 2 or out_shape[1] is None:
-        raise IncompatibleModelError(
-            f"Model {model.name!r} outputs shape {out_shape}; expected (batch, classes). Feature extractors "
-            "(include_top=False) cannot be exported or evaluated as classifiers."
-        )
-    return tuple(int(d) for d in in_shape[1:]), int(out_shape[1])

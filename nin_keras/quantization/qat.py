@@ -16,9 +16,15 @@ import dataclasses
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from nin_keras._runtime import LEGACY_KERAS_VAR, preserve_legacy_keras_flag
+from nin_keras.checks import check_float, check_int
+from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import InvalidInputError
+from nin_keras.models.signature import check_data_fits, check_image_classifier, outputs_probabilities
+from nin_keras.process_state import LEGACY_KERAS_VAR, preserve_legacy_keras_flag
+from nin_keras.quantization.data import training_arrays
+from nin_keras.quantization.twin import to_tf_keras
 
 DEFAULT_LEARNING_RATE = 1e-4
 # Layers kept in float in front of the quantized body (tfmot's default scheme has no config for them).
@@ -62,10 +68,8 @@ def import_tfmot():
             # variable and touches tf.keras, which would pin tf.keras to tf_keras for the rest of the process.
             # Resolving it first (to Keras 3, as the user's environment says) keeps it Keras 3. This is the
             # only place the package touches tf.keras, and it never uses it.
-            import tensorflow as tf
-
             getattr(tf.keras, "layers", None)
-        import tensorflow_model_optimization as tfmot
+        import tensorflow_model_optimization as tfmot  # lazy: its import sets TF_USE_LEGACY_KERAS
     return tfmot
 
 
@@ -90,25 +94,21 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
     Raises:
         IncompatibleModelError: a layer `to_tf_keras` cannot translate, or data that does not fit the model.
     """
-    from nin_keras.quantization.data import model_signature
-    from nin_keras.quantization.twin import to_tf_keras
 
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise InvalidInputError(f"epochs must be an integer >= 0; received {epochs!r}.")
-    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise InvalidInputError(f"learning_rate must be a positive number; received {learning_rate!r}.")
-    input_shape, num_classes = model_signature(model)
+    epochs = check_int("epochs", epochs, minimum=0)
+    learning_rate = check_float("learning_rate", learning_rate, minimum=0, min_inclusive=False)
+    input_shape, num_classes = check_image_classifier(model)
     fit_data, one_hot = _training_data(model, data, limit=limit, batch_size=batch_size)
 
     twin = to_tf_keras(model)
     with preserve_legacy_keras_flag():
         tfmot = import_tfmot()
-        import tf_keras
+        import tf_keras  # lazy: only after import_tfmot, inside the guard that restores TF_USE_LEGACY_KERAS
 
         qat_model = _quantize_twin(twin, tfmot, tf_keras)
         history = {}
         if epochs > 0:
-            probabilities = _outputs_probabilities(model)
+            probabilities = outputs_probabilities(model)
             loss_class = (tf_keras.losses.CategoricalCrossentropy if one_hot
                           else tf_keras.losses.SparseCategoricalCrossentropy)
             qat_model.compile(
@@ -128,24 +128,13 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
 
 def _training_data(model, data, *, limit, batch_size):
     """(fit input, labels are one-hot): arrays as `(images, labels)`, datasets streamed (never loaded whole)."""
-    from nin_keras.data.splits import DatasetSplits
-    from nin_keras.quantization.data import check_data_compatible, training_arrays
-
     if data is None:
         raise InvalidInputError("quantize_aware needs training data: a DatasetSplits, a dataset or arrays.")
     if not (isinstance(data, DatasetSplits) or hasattr(data, "element_spec")):
         images, labels = training_arrays(model, data, limit=limit)
         return (images, labels), np.asarray(labels).ndim == 2
-    from nin_keras.data import check_compatible
-
-    import tensorflow as tf
-
-    check_data_compatible(model, data)
-    if isinstance(data, DatasetSplits):
-        dataset = data.split("train")
-    else:
-        check_compatible(model, data)
-        dataset = data
+    check_data_fits(model, data)
+    dataset = data.split("train") if isinstance(data, DatasetSplits) else data
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise InvalidInputError("The training dataset must yield (images, labels) pairs.")
@@ -156,12 +145,6 @@ def _training_data(model, data, *, limit, batch_size):
     one_hot = len(dataset.element_spec[1].shape) == 2
     dataset = dataset.map(lambda x, y, *_: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), one_hot
-
-
-def _outputs_probabilities(model) -> bool:
-    last = model.layers[-1]
-    activation = last.get_config().get("activation")
-    return activation == "softmax"
 
 
 def _quantize_twin(twin, tfmot, tf_keras):

@@ -22,7 +22,7 @@ import dataclasses
 import os
 
 # Imported under a module-level name so tests can stand in another CPU.
-from nin_keras._machine import cpu_flags as _cpu_flags
+from nin_keras.machine import cpu_flags as _cpu_flags
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 

@@ -147,14 +147,9 @@ def _prepare_data(data, model, batch_size: int) -> _Data:
 
     from nin_keras.data.splits import DatasetSplits
 
-    try:
-        from nin_keras.data import check_compatible
-    except ImportError:  # data stage not installed: check the basics ourselves
-        check_compatible = None
-    from nin_keras.models import check_image_classifier
+    from nin_keras.models import check_data_fits, check_image_classifier
 
-    if check_compatible is not None:
-        check_compatible(model, data)
+    check_data_fits(model, data)
     if isinstance(data, DatasetSplits):
         if data.train is None:
             raise ValueError(f"Dataset {data.name!r} has no training split.")
@@ -300,7 +295,7 @@ def device_facts() -> dict:
     """CPU model, core count and GPUs of this machine (for run configs and benchmark reports)."""
     import tensorflow as tf
 
-    from nin_keras._machine import cpu_model
+    from nin_keras.machine import cpu_model
 
     gpus = []
     for device in tf.config.list_physical_devices("GPU"):

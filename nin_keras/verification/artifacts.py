@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin_keras._atomic import folder_size
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 
 ACCEPTED = (
@@ -89,10 +90,6 @@ def _describe_shape(shape) -> str:
     if len(shape) == 3:
         return "one image of shape " + "x".join(str(d) for d in shape)
     return f"a {len(shape)}-D array"
-
-
-def _folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class Runner:
@@ -293,7 +290,7 @@ class SavedModelRunner(Runner):
             num_classes=num_classes,
             static_batch=shape[0],
             precision="float32" if self._dtype.is_floating else str(self._dtype.name),
-            size_bytes=_folder_size(folder),
+            size_bytes=folder_size(folder),
             input_details={"dtype": self._dtype.name, "shape": _shape_list(shape.as_list()), "quantization": None},
             output_details={"dtype": out_spec.dtype.name, "shape": _shape_list(out_spec.shape.as_list()),
                             "quantization": None},
@@ -467,7 +464,7 @@ _INTERPRETER_LOCK = threading.Lock()
 def _make_interpreter(path, content, num_threads):
     from ai_edge_litert.interpreter import Interpreter
 
-    from nin_keras._runtime import silenced_native_stderr
+    from nin_keras.process_state import silenced_native_stderr
 
     try:
         # The runtime logs "Created TensorFlow Lite XNNPACK delegate" from C++: dropped when the CLI is quiet.

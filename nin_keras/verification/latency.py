@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from nin_keras._machine import available_cores
+from nin_keras.machine import available_cores
 from nin_keras.errors import InvalidInputError
 from nin_keras.verification.artifacts import Runner, load_artifact
 

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import platform
 import warnings
 from pathlib import Path
 
 from nin_keras import _atomic
+from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import IncompatibleModelError
-from nin_keras.exporting.targets import EDGETPU_CHECK_FILE, EXPORT_TARGETS
+from nin_keras.export_layout import EDGETPU_CHECK_FILE, EDGETPU_COMPILED_GLOB, EDGETPU_COMPILED_TARGET, TARGET_FILES
+from nin_keras.formatting import format_size
+from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
-from nin_keras._machine import available_cores, cpu_model, package_versions
 from nin_keras.verification.latency import benchmark_inference
 
-# File (or folder) name -> target, in report order: read from the exporter's table so the two never drift.
-ARTIFACTS = tuple((info.file.split("/")[0], target) for target, info in EXPORT_TARGETS.items())
-EDGETPU_COMPILED_TARGET = "edgetpu_compiled"
+# File (or folder) name -> target, in report order (saved_model/1 is found as its folder saved_model/).
+ARTIFACTS = tuple((file.split("/")[0], target) for target, file in TARGET_FILES.items())
 ROW_KEYS = ("artifact", "target", "path", "size_bytes", "precision", "input", "output", "accuracy", "agreement",
             "latency_ms_batch1_median", "throughput_images_per_s", "edgetpu")
 
@@ -32,7 +31,7 @@ def discover_artifacts(out_dir) -> list[tuple[Path, str]]:
     """(path, target) of every known artifact in `out_dir`, in report order."""
     out_dir = Path(out_dir)
     found = [(out_dir / name, target) for name, target in ARTIFACTS if (out_dir / name).exists()]
-    found += [(path, EDGETPU_COMPILED_TARGET) for path in sorted(out_dir.glob("*_edgetpu.tflite"))]
+    found += [(path, EDGETPU_COMPILED_TARGET) for path in sorted(out_dir.glob(EDGETPU_COMPILED_GLOB))]
     return found
 
 
@@ -65,8 +64,8 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
     source = EvalData(data)
 
     reference_top1, reference_name, num_examples = None, None, None
-    if reference_model is None and (out_dir / "model.keras").exists():
-        reference_model = out_dir / "model.keras"
+    if reference_model is None and (out_dir / TARGET_FILES["keras"]).exists():
+        reference_model = out_dir / TARGET_FILES["keras"]
     if reference_model is not None:
         ref = load_artifact(reference_model)
         source.check(ref)
@@ -105,7 +104,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "folder": str(out_dir),
         "dataset": _describe_data(data, num_examples),
-        "machine": machine_info(threads),
+        "machine": machine_facts(threads=threads, gpus=False),
         "reference": reference_name,
         "timing": {"runs": runs, "threads": threads},
         "notes": _notes(rows, edgetpu_check, reference_name),
@@ -117,9 +116,8 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
 
 
 def _empty_row(path: Path, target: str, out_dir: Path) -> dict:
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     row = dict.fromkeys(ROW_KEYS)
-    row.update(artifact=path.name, target=target, path=str(path), size_bytes=int(size))
+    row.update(artifact=path.name, target=target, path=str(path), size_bytes=_atomic.folder_size(path))
     return row
 
 
@@ -134,22 +132,11 @@ def _read_edgetpu_check(out_dir: Path):
 
 
 def _describe_data(data, count: int) -> dict:
-    from nin_keras.data.splits import DatasetSplits
-
     if isinstance(data, DatasetSplits):
         return {"name": data.name, "split": "test", "num_examples": count, "num_classes": data.num_classes,
                 "input_shape": list(data.input_shape)}
     kind = "numpy arrays (images, labels)" if isinstance(data, (tuple, list)) else type(data).__name__
     return {"name": kind, "split": "test", "num_examples": count}
-
-
-def machine_info(threads=None) -> dict:
-    """CPU model, cores, threads used, OS and runtime versions."""
-    info = {"cpu": cpu_model(), "cores": available_cores(), "logical_cpus": os.cpu_count(), "threads": threads,
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
-    versions = package_versions(("tensorflow", "keras", "ai-edge-litert"))
-    info.update({name.replace("-", "_"): value for name, value in versions.items()})
-    return info
 
 
 def _edgetpu_summary(check) -> str | None:
@@ -204,16 +191,6 @@ def _notes(rows, edgetpu_check, reference_name) -> list[str]:
     return notes
 
 
-def _size(num) -> str:
-    if num is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if num < 1024 or unit == "GB":
-            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.2f} {unit}"
-        num /= 1024.0
-    return str(num)
-
-
 def _io(details) -> str:
     if not details:
         return "-"
@@ -243,7 +220,8 @@ def render_markdown(report: dict) -> str:
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row['artifact']} | {_size(row['size_bytes'])} | {row['precision'] or '-'} | {_io(row['input'])} "
+            f"| {row['artifact']} | {format_size(row['size_bytes'])} | {row['precision'] or '-'} "
+            f"| {_io(row['input'])} "
             f"| {_io(row['output'])} | {_num(row['accuracy'], '.4f')} | {_num(row['agreement'], '.4f')} "
             f"| {_num(row['latency_ms_batch1_median'], '.3f')} | {_num(row['throughput_images_per_s'], '.1f')} |"
         )

@@ -1,4 +1,4 @@
-"""`export_targets`: write the chosen targets into a folder, all or nothing.
+"""The export folder: `export_targets` writes the chosen targets into it, all or nothing.
 
 Everything is built in a hidden staging folder beside `out_dir`. Only when every target succeeded are the
 new files moved into `out_dir`, each with one rename (a folder such as saved_model/ with two): a failure,
@@ -8,6 +8,7 @@ Files of targets not exported this time are kept.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -16,6 +17,9 @@ import time
 from pathlib import Path
 
 from nin_keras._atomic import swap_dir, write_json
+from nin_keras.errors import InvalidInputError
+from nin_keras.export_layout import REPORT_FILES
+from nin_keras.exporting.converter import float32_model
 from nin_keras.exporting.targets import (
     EXPORT_TARGETS,
     LABELS_FILE,
@@ -25,10 +29,10 @@ from nin_keras.exporting.targets import (
     parse_targets,
     write_labels,
 )
-from nin_keras.errors import InvalidInputError
+from nin_keras.formatting import format_size
+from nin_keras.models.signature import check_data_fits, check_image_classifier
+from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
 
-# Written by verification from the artifacts; stale once any artifact is replaced.
-REPORT_FILES = ("report.json", "report.md")
 
 
 def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, class_names=None,
@@ -56,10 +60,6 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
             not fit the model.
         ConversionError: the converter failed (its message is carried).
     """
-    from nin_keras.models import check_image_classifier
-    from nin_keras.quantization.converter import float32_model
-    from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
-
     names = parse_targets(targets)
     input_shape, num_classes = check_image_classifier(model)
     needs_data = check_targets_have_data(names, data)
@@ -69,9 +69,7 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
         images = representative_images(model, data,
                                        num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
     elif data is not None:
-        from nin_keras.quantization.data import check_data_compatible
-
-        check_data_compatible(model, data)
+        check_data_fits(model, data)
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -88,8 +86,8 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
             entries[name] = TARGET_FUNCTIONS[name](context, staging)
             entries[name]["seconds"] = round(time.perf_counter() - started, 2)
             if progress:
-                size = entries[name]["size_bytes"] / 1e6
-                print(f"  {name:<15} {entries[name]['file']:<28} {size:7.2f} MB  "
+                size = format_size(entries[name]["size_bytes"])
+                print(f"  {name:<15} {entries[name]['file']:<28} {size:>10}  "
                       f"{entries[name]['seconds']:6.1f} s", file=sys.stderr)
         write_labels(staging, class_names)
         manifest = {
@@ -137,8 +135,6 @@ def _class_names(class_names, data, num_classes: int) -> list[str]:
 
 def _previous_targets(out_dir: Path, names) -> dict:
     """Manifest entries of targets exported earlier into `out_dir` and kept this time."""
-    import json
-
     try:
         previous = json.loads((out_dir / MANIFEST_FILE).read_text())["targets"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -152,7 +148,7 @@ def _move_into(staging: Path, out_dir: Path) -> None:
         os.replace(staging, out_dir)  # the whole export appears at once
         staging.mkdir()  # so the caller's cleanup finds something to remove
         return
-    for report in REPORT_FILES:
+    for report in REPORT_FILES:  # written by verification from the artifacts; stale once one is replaced
         (out_dir / report).unlink(missing_ok=True)
     for entry in sorted(staging.iterdir()):
         target = out_dir / entry.name

@@ -20,9 +20,24 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from nin_keras._atomic import write_json, write_text
+from nin_keras.data import as_arrays, load_dataset
+from nin_keras.formatting import format_size
+from nin_keras.models import build_nin
+from nin_keras.training import train
+from nin_keras.viz import (
+    plot_artifact_comparison,
+    plot_confidence_maps,
+    plot_confusion_matrix,
+    plot_training_curves,
+)
+from nin_keras.viz.maps import predict_probabilities
+from nin_keras.workflows.export import export
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +80,6 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
         (name -> path), rows (one per artifact, as in export/report.json), float_accuracy, int8_accuracy,
         int8_drop_points, targets_met, seconds (total), stage_seconds, settings, quick.
     """
-    import keras
-    from rich.console import Console
-
-    import nin_keras
 
     settings = QUICK if quick else FULL
     # A pipe or log file gets a table as wide as its rows (rich would squeeze it into 80 columns).
@@ -89,7 +100,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     # 1. data -------------------------------------------------------------------------------------------
     stage(1, f"Loading {DATASET} (scikit-learn's bundled 8x8 digits, offline)")
     tick = time.perf_counter()
-    data = nin_keras.load_dataset(DATASET, batch_size=settings.batch_size, validation_split=0.1, seed=seed)
+    data = load_dataset(DATASET, batch_size=settings.batch_size, validation_split=0.1, seed=seed)
     test_images, test_labels = _test_arrays(data)
     console.print(f"{data.num_classes} classes, images {tuple(data.input_shape)}, "
                   f"{len(test_labels)} test images")
@@ -99,10 +110,10 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     stage(2, f"Training for {settings.epochs} epochs")
     tick = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    model = nin_keras.build_nin(data.num_classes, variant=VARIANT, input_shape=tuple(data.input_shape),
+    model = build_nin(data.num_classes, variant=VARIANT, input_shape=tuple(data.input_shape),
                                 width_multiplier=settings.width_multiplier, name="nin_digits")
     console.print(f"model {model.name}: {model.count_params():,} parameters")
-    result = nin_keras.train(model, data, epochs=settings.epochs, recipe="adam",
+    result = train(model, data, epochs=settings.epochs, recipe="adam",
                              learning_rate=settings.learning_rate, out_dir=out_dir / "train", overwrite=True,
                              seed=seed, tensorboard=False,
                              verbose="auto" if sys.stdout.isatty() else 2)  # no progress-bar redraws in logs
@@ -117,7 +128,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
              "evaluating every artifact")
     tick = time.perf_counter()
     export_dir = out_dir / "export"
-    exported = nin_keras.export(trained, export_dir, targets="all", data=data, qat_epochs=settings.qat_epochs)
+    exported = export(trained, export_dir, targets="all", data=data, qat_epochs=settings.qat_epochs)
     rows = exported["report"]
     stage_seconds["export"] = time.perf_counter() - tick
 
@@ -168,8 +179,6 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
 
 def artifact_table(rows, *, title: str = "Artifacts"):
     """A `rich.table.Table` of verify_export rows: artifact, precision, size, accuracy, agreement, latency."""
-    from rich.table import Table
-
     table = Table(title=title, title_justify="left", caption="agreement: top-1 equal to the Keras model's; "
                   "latency: batch 1, median", caption_justify="left")
     table.add_column("artifact", no_wrap=True)
@@ -184,7 +193,7 @@ def artifact_table(rows, *, title: str = "Artifacts"):
         table.add_row(
             str(row.get("artifact")),
             str(row.get("precision") or ""),
-            _size_text(row.get("size_bytes")),
+            format_size(row.get("size_bytes")),
             _percent(row.get("accuracy")),
             _percent(row.get("agreement")),
             "n/a" if latency is None else f"{latency:.3f}",
@@ -196,26 +205,12 @@ def artifact_table(rows, *, title: str = "Artifacts"):
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-
-
 def _test_arrays(data):
-    from nin_keras.data.splits import as_arrays
-
     images, labels = as_arrays(data, split="test")
     return images, labels.reshape(-1).astype(np.int64)
 
 
-
-
 def _draw_figures(folder: Path, model, history, rows, images, labels, class_names) -> dict[str, Path]:
-    from nin_keras.viz import (
-        plot_artifact_comparison,
-        plot_confidence_maps,
-        plot_confusion_matrix,
-        plot_training_curves,
-    )
-    from nin_keras.viz.maps import predict_probabilities
-
     figures = {}
     if history:
         figures["training_curves"] = plot_training_curves(
@@ -288,7 +283,7 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
         latency = row.get("latency_ms_batch1_median")
         throughput = row.get("throughput_images_per_s")
         lines.append(
-            f"| {row.get('artifact')} | {row.get('precision') or ''} | {_size_text(row.get('size_bytes'))} | "
+            f"| {row.get('artifact')} | {row.get('precision') or ''} | {format_size(row.get('size_bytes'))} | "
             f"{_percent(row.get('accuracy'))} | {_percent(row.get('agreement'))} | "
             f"{'n/a' if latency is None else f'{latency:.3f} ms'} | "
             f"{'n/a' if throughput is None else f'{throughput:,.0f} img/s'} |"
@@ -310,10 +305,3 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
 
 def _percent(value) -> str:
     return "n/a" if value is None else f"{100 * float(value):.2f}%"
-
-
-def _size_text(size) -> str:
-    if size is None:
-        return "n/a"
-    size = float(size)
-    return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.0f} KiB"

@@ -1,9 +1,28 @@
-"""Workflows that span stages: `export` = (quantization-aware training) -> write targets -> verify them."""
+"""`nin_keras.export`: (quantization-aware training) -> write the export targets -> verify every artifact.
+
+It spans three stages, so it lives here rather than in one of them: quantization (`quantize_aware`), exporting
+(`export_targets`, the converter for the QAT-vs-post-training comparison) and verification (`verify_export`,
+`evaluate`).
+"""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
+
+from nin_keras._atomic import write_json
+from nin_keras.checks import check_int
+from nin_keras.errors import InvalidInputError
+from nin_keras.exporting import check_targets_have_data, export_targets, parse_targets, to_tflite
+from nin_keras.models import check_data_fits, check_image_classifier, load_model
+from nin_keras.quantization import (
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_REPRESENTATIVE_SAMPLES,
+    quantize_aware,
+    representative_images,
+)
+from nin_keras.verification import evaluate, verify_export
 
 DEFAULT_EXPORT_ROOT = "export"
 
@@ -37,25 +56,14 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         dict with out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the verification
         rows, or None without data / with verify=False) and int8_choice (None unless QAT was compared).
     """
-    from nin_keras.errors import InvalidInputError
-    from nin_keras.exporting import export_targets, parse_targets
-    from nin_keras.exporting.export import check_targets_have_data
-
     if isinstance(model, (str, Path)):
-        from nin_keras.models import load_model
-
         model = load_model(model)
-    from nin_keras.models import check_image_classifier
-
     check_image_classifier(model)
     names = parse_targets(targets)
     check_targets_have_data(names, data)
     if data is not None:
-        from nin_keras.quantization.data import check_data_compatible
-
-        check_data_compatible(model, data)  # before any slow work
-    if isinstance(qat_epochs, bool) or not isinstance(qat_epochs, int) or qat_epochs < 0:
-        raise InvalidInputError(f"qat_epochs must be an integer >= 0; received {qat_epochs!r}.")
+        check_data_fits(model, data)  # before any slow work
+    qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
     out_dir = Path(out_dir) if out_dir is not None else Path(DEFAULT_EXPORT_ROOT) / model.name
 
     qat_model = None
@@ -68,8 +76,6 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     if qat_epochs > 0:
         if data is None:
             raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
-        from nin_keras.quantization import DEFAULT_LEARNING_RATE, quantize_aware
-
         if progress:
             print(f"Quantization-aware training: {qat_epochs} epoch(s)", file=sys.stderr)
         qat_model = quantize_aware(model, data, epochs=qat_epochs,
@@ -86,24 +92,14 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
                               progress=progress)
     report = None
     if verify and data is not None:
-        from nin_keras.verification import verify_export
-
         report = verify_export(out_dir, data, reference_model=model, progress=progress)
     if int8_choice is not None:
-        from nin_keras._atomic import write_json
-
         write_json(out_dir / "int8_choice.json", int8_choice)
     return {"out_dir": str(out_dir), "manifest": manifest, "report": report, "int8_choice": int8_choice}
 
 
 def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, progress: bool) -> dict:
     """Validation accuracy of the QAT and the post-training int8 models; the better one is chosen (QAT on a tie)."""
-    import tempfile
-
-    from nin_keras.quantization.converter import to_tflite
-    from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
-    from nin_keras.verification import evaluate
-
     images = representative_images(model, data, num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
     scores = {}
     with tempfile.TemporaryDirectory(prefix="nin_int8_choice_") as tmp:

@@ -1,4 +1,7 @@
-"""The one place that decides TFLite converter settings, and the SavedModel every Keras model converts from.
+"""The one place that decides TFLite converter settings, and the one writer of serving SavedModels.
+
+Post-training quantization is a conversion mode here (`post_training_quantize`); the quantization stage
+decides what is quantized (QAT fine-tuning, calibration images) and this module turns it into a .tflite.
 
 Modes (what the numbers in the .tflite are):
 
@@ -20,14 +23,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from nin_keras.checks import check_choice
 from nin_keras.errors import ConversionError, InvalidInputError
+from nin_keras.process_state import silenced_native_stderr
+from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
+from nin_keras.quantization.qat import QATModel
 
 MODES = ("float32", "float16", "dynamic", "int8", "uint8")
 FULL_INTEGER_MODES = ("int8", "uint8")
-# Name of the single output of the SavedModels and .tflite files converted here.
+# Name of the probabilities output of every SavedModel and .tflite written here, and of the input.
 OUTPUT_NAME = "probabilities"
+CLASS_ID_NAME = "class_id"
+INPUT_NAME = "image"
 
 
 def configure_converter(converter, mode: str, *, representative_images=None):
@@ -40,10 +51,7 @@ def configure_converter(converter, mode: str, *, representative_images=None):
             required for "int8"/"uint8" (also for a QAT model, whose FakeQuant ranges then set the
             quantization of everything but the float preprocessing in front).
     """
-    import tensorflow as tf
-
-    if mode not in MODES:
-        raise InvalidInputError(f"Unknown conversion mode {mode!r}. Allowed: {', '.join(MODES)}.")
+    check_choice("conversion mode", mode, MODES)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "float32":
         return converter
@@ -81,8 +89,6 @@ def representative_dataset(images):
 
 def convert(converter, *, what: str = "model") -> bytes:
     """Runs `converter`; any failure becomes `ConversionError` carrying the converter's own message."""
-    from nin_keras._runtime import silenced_native_stderr
-
     try:
         with silenced_native_stderr():
             return bytes(converter.convert())
@@ -106,8 +112,6 @@ def float32_model(model):
     precision. The copy is rebuilt from the model's own config with every layer's dtype policy set to
     float32, then the (float32) weights are copied.
     """
-    import keras
-
     if is_float32(model):
         return model
     config = model.get_config()
@@ -125,28 +129,35 @@ def float32_model(model):
     return copy
 
 
-def write_conversion_saved_model(model, directory, *, batch_size=None) -> Path:
+def write_serving_saved_model(model, directory, *, batch_size=None, class_id: bool = False) -> Path:
     """Writes `model` as a SavedModel whose `serving_default` maps float32 `image` to `probabilities`.
 
-    The input signature is explicit: batch `batch_size` (None: free; 1: static, as the Edge TPU needs) and
-    float32 raw pixels, whatever dtype the model's input layer declares.
-    """
-    import keras
-    import tensorflow as tf
+    The one serving-signature writer: the `saved_model` export target (with `class_id=True`, for TF Serving
+    clients) and every .tflite conversion (probabilities only) use it.
 
+    Args:
+        model: a Keras 3 image classifier.
+        directory: where to write (created; the caller makes it atomic).
+        batch_size: None (free batch) or 1 (static, as the Edge TPU needs).
+        class_id: also output `class_id` (int64 argmax). Defaults to False.
+
+    The input signature is explicit: float32 raw pixels whatever dtype the model's input layer declares.
+    """
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serve(image):
-        return {OUTPUT_NAME: tf.cast(model(image, training=False), tf.float32)}
+        probabilities = tf.cast(model(image, training=False), tf.float32)
+        outputs = {OUTPUT_NAME: probabilities}
+        if class_id:
+            outputs[CLASS_ID_NAME] = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return outputs
 
     archive.add_endpoint(
         "serving_default",
-        tf.function(serve, input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name="image")]),
+        tf.function(serve, input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name=INPUT_NAME)]),
     )
-    from nin_keras._runtime import silenced_native_stderr
-
     with silenced_native_stderr():
         archive.write_out(str(directory), verbose=False)
     return Path(directory)
@@ -155,11 +166,9 @@ def write_conversion_saved_model(model, directory, *, batch_size=None) -> Path:
 @contextlib.contextmanager
 def keras_converter(model, *, batch_size=None):
     """Yields a `TFLiteConverter` for a Keras 3 model (via a temporary SavedModel, removed afterwards)."""
-    import tensorflow as tf
-
     directory = Path(tempfile.mkdtemp(prefix="nin_keras_convert_"))
     try:
-        write_conversion_saved_model(model, directory / "saved_model", batch_size=batch_size)
+        write_serving_saved_model(model, directory / "saved_model", batch_size=batch_size)
         yield tf.lite.TFLiteConverter.from_saved_model(str(directory / "saved_model"))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -167,13 +176,11 @@ def keras_converter(model, *, batch_size=None):
 
 def tf_keras_converter(tf_keras_model, *, batch_size=None):
     """Returns a `TFLiteConverter` for a tf_keras (e.g. tfmot QAT) model; `batch_size=1` makes it static."""
-    import tensorflow as tf
-
     if batch_size is None:
         return tf.lite.TFLiteConverter.from_keras_model(tf_keras_model)
     shape = tuple(int(d) for d in tf_keras_model.inputs[0].shape[1:])
 
-    @tf.function(input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name=INPUT_NAME)])
     def serve(image):
         return {OUTPUT_NAME: tf_keras_model(image, training=False)}
 
@@ -189,13 +196,9 @@ def to_tflite(model, mode: str, *, representative_images=None, batch_size=None, 
         mode: one of `MODES`.
         representative_images: raw-pixel calibration images for "int8"/"uint8".
         batch_size: None (free batch) or 1 (static shape, for the Edge TPU).
-        saved_model_dir: a SavedModel of `model` already written by `write_conversion_saved_model` with the
+        saved_model_dir: a SavedModel of `model` already written by `write_serving_saved_model` with the
             same `batch_size` (saves writing one per conversion). Defaults to a temporary one.
     """
-    import tensorflow as tf
-
-    from nin_keras.quantization.qat import QATModel
-
     if isinstance(model, QATModel):
         converter = tf_keras_converter(model.model, batch_size=batch_size)
         configure_converter(converter, mode, representative_images=representative_images)
@@ -208,3 +211,26 @@ def to_tflite(model, mode: str, *, representative_images=None, batch_size=None, 
     with keras_converter(model, batch_size=batch_size) as converter:
         configure_converter(converter, mode, representative_images=representative_images)
         return convert(converter, what=f"{model.name} ({mode})")
+
+
+def post_training_quantize(model, data, *, io_type: str = "int8", num_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
+                           batch_size=None) -> bytes:
+    """Converts a Keras 3 model to a full-integer .tflite, calibrated on training images.
+
+    The alternative to QAT when no fine-tuning epochs are asked for.
+
+    Args:
+        model: a Keras 3 image classifier taking raw pixels.
+        data: training data (`DatasetSplits`: its train split; a dataset of (images, labels); or arrays).
+        io_type: "int8" (int8 input and output) or "uint8" (uint8 input and output, for the Edge TPU).
+            Defaults to "int8".
+        num_samples: representative images drawn from the training data. Defaults to 200.
+        batch_size: None (free batch dimension) or 1 (static, for the Edge TPU). Defaults to None.
+
+    Returns:
+        The .tflite flatbuffer bytes: every op int8, input and output `io_type`, taking raw pixels in the
+        input's quantization (scale about 1: the quantized value is the pixel, shifted by the zero point).
+    """
+    check_choice("io_type", io_type, FULL_INTEGER_MODES)
+    images = representative_images(model, data, num_samples=num_samples)
+    return to_tflite(model, io_type, representative_images=images, batch_size=batch_size)

@@ -1,0 +1,116 @@
+"""Facts about this machine and its software, read in one place.
+
+Run configs (`config.json`), export reports, the precision choice and the benchmark tools all record where
+they ran from here, so every record names the machine the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+# Distributions whose versions every record names (import names differ: ai-edge-litert -> ai_edge_litert).
+RECORDED_PACKAGES = ("nin-keras", "tensorflow", "keras", "tf-keras", "tensorflow-model-optimization", "numpy",
+                     "ai-edge-litert")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict:
+    """The first processor's fields of /proc/cpuinfo, keys lower-cased; empty where there is no such file."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    break  # end of the first processor's block
+                if ":" in line:
+                    key, value = (part.strip() for part in line.split(":", 1))
+                    fields.setdefault(key.lower(), value)
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name, or the platform's processor/machine name where /proc/cpuinfo has none."""
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags (avx512_bf16, amx_bf16, ...); empty where unknown."""
+    return set(cpu_info().get("flags", "").split())
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def package_versions(distributions=RECORDED_PACKAGES) -> dict:
+    """Installed version of each distribution name, keyed by its import-style name (None where not installed)."""
+    versions = {}
+    for name in distributions:
+        try:
+            versions[name.replace("-", "_")] = version(name)
+        except PackageNotFoundError:
+            versions[name.replace("-", "_")] = None
+    return versions
+
+
+def gpu_names() -> list[str]:
+    """Names of the GPUs TensorFlow sees (empty on a CPU-only machine)."""
+    import tensorflow as tf  # lazy: importing TensorFlow costs seconds; CPU facts should not pay for it
+
+    names = []
+    for device in tf.config.list_physical_devices("GPU"):
+        try:
+            names.append(tf.config.experimental.get_device_details(device).get("device_name", device.name))
+        except Exception:  # noqa: BLE001  (details are best effort; the device name always exists)
+            names.append(device.name)
+    return names
+
+
+def machine_facts(*, threads: int | None = None, gpus: bool = True) -> dict:
+    """Everything a record says about where it ran: CPU, cores, GPUs, OS, Python and package versions.
+
+    Args:
+        threads: the thread count the measurement used, recorded as is. Defaults to None (not recorded).
+        gpus: ask TensorFlow for its GPUs (imports TensorFlow). Defaults to True.
+    """
+    facts = {
+        "cpu": cpu_model(),
+        "cores": available_cores(),
+        "logical_cpus": os.cpu_count(),
+        "gpus": gpu_names() if gpus else [],
+        "os": f"{platform.system()} {platform.release()}",
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **package_versions(),
+    }
+    if threads is not None:
+        facts["threads"] = threads
+    return facts
+
+
+def describe_machine(facts: dict | None = None) -> str:
+    """One line naming the machine for Markdown reports: CPU, cores, GPUs, OS and the key versions."""
+    facts = facts or machine_facts()
+    gpus = ", ".join(facts.get("gpus") or []) or "no GPU"
+    return (f"{facts['cpu']}, {facts['cores']} cores available ({facts['logical_cpus']} logical CPUs), {gpus}; "
+            f"{facts['os']}, Python {facts['python']}, TensorFlow {facts.get('tensorflow')}, "
+            f"Keras {facts.get('keras')}, tf-keras {facts.get('tf_keras')}, "
+            f"tfmot {facts.get('tensorflow_model_optimization')}, ai-edge-litert {facts.get('ai_edge_litert')}")
+
+
+def describe_device(facts: dict | None = None) -> str:
+    """What a training benchmark ran on, short: "GPU: <name>" or "CPU: <model> (<n> cores)"."""
+    facts = facts or machine_facts()
+    gpus = facts.get("gpus") or []
+    if gpus:
+        return f"GPU: {gpus[0]}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
+    return f"CPU: {facts['cpu']} ({facts['cores']} cores)"

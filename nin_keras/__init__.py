@@ -26,8 +26,10 @@ _EXPORTS = {
     "mlpconv_block": "nin_keras.models",
     "list_variants": "nin_keras.models",
     "adapt_standardization": "nin_keras.models",
+    "adapt_whitening": "nin_keras.models",
     "minimum_input_size": "nin_keras.models",
     "FusedBatchNormalization": "nin_keras.models",
+    "GCNZCAWhitening": "nin_keras.models",
     "load_model": "nin_keras.models",
     "save_model": "nin_keras.models",
     # data

@@ -18,8 +18,8 @@ def check_int(name: str, value, *, minimum: int | None = None, maximum: int | No
     """`value` as an int within [minimum, maximum]; bools and non-integral numbers are refused."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not _within(value, minimum, maximum):
-        raise InvalidInputError(f"{name} must be {_describe('an integer', minimum, maximum)}; received {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not in_range(value, minimum, maximum):
+        raise InvalidInputError(f"{name} must be {describe_range('an integer', minimum, maximum)}; received {value!r}.")
     return int(value)
 
 
@@ -29,9 +29,9 @@ def check_float(name: str, value, *, minimum: float | None = None, maximum: floa
     if value is None and allow_none:
         return None
     ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-          and _within(value, minimum, maximum, min_inclusive=min_inclusive, max_inclusive=max_inclusive))
+          and in_range(value, minimum, maximum, min_inclusive=min_inclusive, max_inclusive=max_inclusive))
     if not ok:
-        description = _describe("a number", minimum, maximum, min_inclusive=min_inclusive,
+        description = describe_range("a number", minimum, maximum, min_inclusive=min_inclusive,
                                 max_inclusive=max_inclusive)
         raise InvalidInputError(f"{name} must be {description}; received {value!r}.")
     return float(value)
@@ -51,7 +51,8 @@ def check_choice(name: str, value, allowed):
     return value
 
 
-def _within(value, minimum, maximum, *, min_inclusive=True, max_inclusive=True) -> bool:
+def in_range(value, minimum=None, maximum=None, *, min_inclusive=True, max_inclusive=True) -> bool:
+    """True if `value` lies within the bounds (None: unbounded on that side)."""
     if minimum is not None and (value < minimum if min_inclusive else value <= minimum):
         return False
     if maximum is not None and (value > maximum if max_inclusive else value >= maximum):
@@ -59,7 +60,8 @@ def _within(value, minimum, maximum, *, min_inclusive=True, max_inclusive=True) 
     return True
 
 
-def _describe(noun: str, minimum, maximum, *, min_inclusive=True, max_inclusive=True) -> str:
+def describe_range(noun: str, minimum=None, maximum=None, *, min_inclusive=True, max_inclusive=True) -> str:
+    """ "an integer >= 1", "a number > 0 and < 1": how errors (library and CLI) state a range."""
     parts = []
     if minimum is not None:
         parts.append(f"{'>=' if min_inclusive else '>'} {minimum:g}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 
 LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
@@ -24,8 +25,6 @@ def silenced_native_stderr():
     if not QUIET:
         yield
         return
-    import sys
-
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -55,7 +54,7 @@ def quiet_tensorflow() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     with silenced_native_stderr():
-        import tensorflow  # noqa: F401  (its import logs CPU-feature and CUDA probes from C++)
+        import tensorflow  # noqa: F401  # lazy: after the log level is set (its import logs from C++)
 
 
 @contextlib.contextmanager

@@ -5,29 +5,9 @@ import json
 import pytest
 
 from nin_keras.cli import main
-from test_verification import build_artifacts
 
-
-@pytest.fixture(autouse=True)
-def _process_state_restored():
-    """`main` quiets TensorFlow for the whole process (as a CLI should); undo that for the tests after these."""
-    import logging
-    import warnings
-
-    from nin_keras import process_state
-
-    quiet = process_state.QUIET
-    levels = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
-    with warnings.catch_warnings():
-        yield
-    process_state.QUIET = quiet
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return build_artifacts(tmp_path_factory)
+# `main` quiets TensorFlow for the whole process (as a CLI should); undo that for the tests after these.
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def _last_value(text, key):
@@ -37,8 +17,9 @@ def _last_value(text, key):
     return float(value)
 
 
-def test_benchmark_infer_prints_a_table_and_final_latency_lines(artifacts, capsys):
-    code = main(["benchmark", "infer", str(artifacts / "model_int8.tflite"), str(artifacts / "model_float32.tflite"),
+def test_benchmark_infer_prints_a_table_and_final_latency_lines(digits_artifacts, capsys):
+    code = main(["benchmark", "infer", str(digits_artifacts / "model_int8.tflite"),
+                 str(digits_artifacts / "model_float32.tflite"),
                  "--runs", "3", "--warmup", "1", "--threads", "1", "--batch-size", "4"])
     out = capsys.readouterr().out
     assert code == 0
@@ -49,14 +30,15 @@ def test_benchmark_infer_prints_a_table_and_final_latency_lines(artifacts, capsy
     assert all(float(line.split("=")[1]) > 0 for line in latencies)
 
 
-def test_benchmark_infer_json(artifacts, capsys):
-    code = main(["benchmark", "infer", str(artifacts / "saved_model"), "--runs", "2", "--warmup", "0", "--json"])
+def test_benchmark_infer_json(digits_artifacts, capsys):
+    code = main(["benchmark", "infer", str(digits_artifacts / "saved_model"), "--runs", "2", "--warmup", "0",
+                 "--json"])
     results = json.loads(capsys.readouterr().out)
     assert code == 0 and len(results) == 1
     assert results[0]["kind"] == "saved_model" and results[0]["latency_ms_batch1_median"] > 0
 
 
-def test_bad_artifacts_are_one_line_errors_with_exit_2(artifacts, tmp_path, capsys):
+def test_bad_artifacts_are_one_line_errors_with_exit_2(digits_artifacts, tmp_path, capsys):
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(b"not a model at all" * 10)
     for argv in (["benchmark", "infer", str(garbage)],
@@ -70,28 +52,28 @@ def test_bad_artifacts_are_one_line_errors_with_exit_2(artifacts, tmp_path, caps
         assert "garbage.tflite" in captured.err or "missing.tflite" in captured.err or "SavedModel" in captured.err
 
 
-def test_evaluate_on_digits(artifacts, capsys):
+def test_evaluate_on_digits(digits_artifacts, capsys):
     pytest.importorskip("sklearn")
-    code = main(["evaluate", str(artifacts / "model_int8.tflite"), "--dataset", "digits",
-                 "--reference", str(artifacts / "model.keras"), "--no-progress"])
+    code = main(["evaluate", str(digits_artifacts / "model_int8.tflite"), "--dataset", "digits",
+                 "--reference", str(digits_artifacts / "model.keras"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     assert "agreement=" in out
     assert _last_value(out, "accuracy") > 0.8  # trained on part of the same digits
 
-    code = main(["evaluate", str(artifacts / "model_edgetpu_ready.tflite"), "--dataset", "digits", "--limit", "40",
-                 "--json"])
+    code = main(["evaluate", str(digits_artifacts / "model_edgetpu_ready.tflite"), "--dataset", "digits",
+                 "--limit", "40", "--json"])
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert code == 0 and result["num_examples"] == 40 and result["agreement"] is None
     assert "model_edgetpu_ready.tflite" in captured.err  # progress bar on stderr, stdout stays JSON
 
 
-def test_evaluate_on_synthetic_data_and_on_data_of_the_wrong_shape(artifacts, tmp_path, capsys):
+def test_evaluate_on_synthetic_data_and_on_data_of_the_wrong_shape(digits_artifacts, tmp_path, capsys):
     import nin_keras
 
-    code = main(["evaluate", str(artifacts / "model_float32.tflite"), "--dataset", "synthetic", "--no-progress",
-                 "--reference", str(artifacts / "model.keras"), "--limit", "8", "--json"])
+    code = main(["evaluate", str(digits_artifacts / "model_float32.tflite"), "--dataset", "synthetic",
+                 "--no-progress", "--reference", str(digits_artifacts / "model.keras"), "--limit", "8", "--json"])
     assert code == 0  # synthetic data takes the artifact's own shape and class count
     assert json.loads(capsys.readouterr().out)["agreement"] >= 0.875
 

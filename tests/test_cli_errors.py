@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-ERRORS_MD = ROOT / "docs" / "ERRORS.md"
+from helpers import REPO_ROOT, PickleRunsCommand, run_cli
+
+ERRORS_MD = REPO_ROOT / "docs" / "ERRORS.md"
 ROW = re.compile(r"^\|\s*`nin-keras ([^`]*)`\s*\|\s*([^|]+?)\s*\|\s*(.+?)\s*\|\s*$")
 
 
@@ -35,16 +36,6 @@ def _rows():
 
 
 ROWS = _rows()
-
-
-class _HostilePayload:
-    """Unpickling this would run `touch <marker>`."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,7 @@ def files(tmp_path_factory):
     made["marker"] = marker
     for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
                  "batches.meta"]:
-        (hostile / name).write_bytes(pickle.dumps(_HostilePayload(marker), protocol=2))
+        (hostile / name).write_bytes(pickle.dumps(PickleRunsCommand(marker), protocol=2))
     made["hostile_cifar"] = hostile.parent
 
     bad_images = tmp / "images"
@@ -120,19 +111,6 @@ def files(tmp_path_factory):
     return made
 
 
-def _run_cli(arguments: str, files, capfd):
-    from nin_keras.cli import main
-
-    argv = [part.format(**files) for part in arguments.split()]
-    capfd.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    out, err = capfd.readouterr()
-    return code, out, err
-
-
 def test_errors_table_has_rows_for_every_command():
     commands = {str(p.values[0]).split()[0] for p in ROWS}
     assert {"train", "export", "evaluate", "benchmark", "maps", "demo", "variants"} <= commands
@@ -141,7 +119,7 @@ def test_errors_table_has_rows_for_every_command():
 @pytest.mark.parametrize("arguments, fragment", ROWS)
 def test_bad_input_gets_one_clear_line_and_exit_code_2(arguments, fragment, files, capfd, monkeypatch):
     monkeypatch.chdir(files["tmp"])  # a row that wrongly succeeds must not write runs/ into the repo
-    code, out, err = _run_cli(arguments, files, capfd)
+    code, out, err = run_cli([part.format(**files) for part in arguments.split()], capfd)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, f"exit code {code}; stderr: {err[-2000:]}"
     assert "Traceback" not in err

@@ -39,9 +39,9 @@ def test_unknown_dataset_lists_known():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
     ({"batch_size": 2.5}, "batch_size must be an integer"),
-    ({"validation_split": 1.0}, r"validation_split must be a number in \[0, 1\)"),
+    ({"validation_split": 1.0}, r"validation_split must be a number >= 0 and < 1"),
     ({"validation_split": -0.1}, r"validation_split"),
     ({"preprocessing": "zca"}, "Unknown preprocessing"),
     ({"size": 10, "colour": 3}, "Unknown option"),

@@ -2,7 +2,6 @@
 what happens with hostile, truncated, random-byte or missing files."""
 
 import gzip
-import os
 import pickle
 import struct
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 import nin_keras
+from helpers import PickleRunsCommand, PickleRunsEval
 from nin_keras.data import formats
 from nin_keras.errors import InvalidInputError, UnsafeFileError
 
@@ -247,23 +247,7 @@ def test_cifar_labels_out_of_range(tmp_path):
         _load("cifar10", tmp_path)
 
 
-class _RunsCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-class _RunsEval:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
-
-
-@pytest.mark.parametrize("payload", [_RunsCommand, _RunsEval])
+@pytest.mark.parametrize("payload", [PickleRunsCommand, PickleRunsEval])
 @pytest.mark.parametrize("member", ["data_batch_3", "batches.meta"])
 def test_hostile_cifar_pickle_is_refused_and_never_runs(tmp_path, payload, member):
     folder = tmp_path / "cifar-10-batches-py"

@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from helpers import REPO_ROOT as ROOT
+from helpers import is_png, temporary_files
+
 FIGURES = ("training_curves.png", "confusion_matrix.png", "confidence_maps.png", "artifacts.png")
 ARTIFACTS = ("model.keras", "saved_model", "model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite",
              "model_int8.tflite", "model_edgetpu_ready.tflite")
@@ -51,13 +51,13 @@ def test_quick_demo_folder(quick_demo):
         assert (out / "export" / artifact).exists(), artifact
     assert (out / "export" / "report.md").is_file()
     for figure in FIGURES:
-        assert (out / "figures" / figure).read_bytes()[:8] == PNG_MAGIC, figure
+        assert is_png(out / "figures" / figure), figure
     report = (out / "report.md").read_text()
     assert "Quick smoke run" in report
     for figure in FIGURES:
         assert f"figures/{figure}" in report
     # No temporary files left anywhere.
-    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.endswith(".staging")]
+    assert not temporary_files(out)
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_artifact_table_and_report_handle_missing_values(tmp_path):
     console = Console(record=True, width=160)
     console.print(artifact_table(rows))
     text = console.export_text()
-    assert "1.91 MiB" in text and "98.00%" in text and "n/a" in text
+    assert "2.00 MB" in text and "98.00%" in text and "n/a" in text  # sizes in decimal units
     summary = {"settings": FULL.__dict__, "variant": "mnist", "parameters": 10, "dataset": "digits",
                "test_images": 2, "quick": False, "seconds": 1.0, "stage_seconds": {"train": 1.0},
                "float_accuracy": 0.98, "int8_accuracy": None, "int8_drop_points": None, "rows": rows,

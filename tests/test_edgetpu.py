@@ -2,23 +2,20 @@
 
 import json
 
-import numpy as np
 import pytest
 
 import nin_keras
+from helpers import SMALL_SHAPE, random_images, small_nin
 from nin_keras.errors import InvalidInputError
-from nin_keras.exporting import check_edgetpu, format_findings
+from nin_keras.exporting import check_edgetpu, format_findings, to_tflite
 from nin_keras.exporting.edgetpu import EDGETPU_OPS
-from nin_keras.exporting import to_tflite
-
-SHAPE = (16, 16, 3)
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("edgetpu")
-    model = nin_keras.build_nin(10, input_shape=SHAPE, width_multiplier=0.1)
-    images = np.random.default_rng(0).uniform(0, 255, (16, *SHAPE)).astype("float32")
+    model = small_nin()
+    images = random_images(16, SMALL_SHAPE)
     paths = {}
     for name, mode, batch in [("ready", "uint8", 1), ("int8_dynamic", "int8", None), ("float", "float32", None)]:
         paths[name] = folder / f"{name}.tflite"

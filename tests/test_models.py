@@ -6,20 +6,17 @@ import pytest
 
 import nin_keras
 import nin_keras.errors
+from helpers import SMALL_SHAPE, random_images
 from nin_keras.models import FusedBatchNormalization, minimum_input_size
 
 # Small but valid inputs and widths per variant keep the suite fast.
 SMALL = {
-    "cifar": dict(input_shape=(16, 16, 3), width_multiplier=0.1),
+    "cifar": dict(input_shape=SMALL_SHAPE, width_multiplier=0.1),
     "mnist": dict(input_shape=(16, 16, 1), width_multiplier=0.1),
     "imagenet": dict(input_shape=(67, 67, 3), width_multiplier=0.05),
     "d2l": dict(input_shape=(67, 67, 1), width_multiplier=0.05),
 }
 VARIANTS = sorted(SMALL)
-
-
-def _images(shape, n=3, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (n, *shape)).astype("float32")
 
 
 def _conv_filters(model):
@@ -35,7 +32,7 @@ def test_list_variants_names_every_preset():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_output_shape_and_probabilities(variant):
     model = nin_keras.build_nin(7, variant=variant, **SMALL[variant])
-    out = model.predict(_images(SMALL[variant]["input_shape"]), verbose=0)
+    out = model.predict(random_images(3, SMALL[variant]["input_shape"]), verbose=0)
     assert out.shape == (3, 7)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -85,7 +82,7 @@ def test_feature_extractor(variant, pooling):
     kwargs = SMALL[variant]
     model = nin_keras.build_nin(11, variant=variant, include_top=False, pooling=pooling, **kwargs)
     assert not any(w == 11 for w in _conv_filters(model).values()), "class layer kept with include_top=False"
-    out = model.predict(_images(kwargs["input_shape"], n=2), verbose=0)
+    out = model.predict(random_images(2, kwargs["input_shape"]), verbose=0)
     last_width = list(_conv_filters(model).values())[-1]
     if pooling is None:
         assert out.ndim == 4 and out.shape[-1] == last_width
@@ -95,7 +92,7 @@ def test_feature_extractor(variant, pooling):
 
 def test_logits_are_not_normalised():
     model = nin_keras.build_nin(4, classifier_activation=None, **SMALL["cifar"])
-    out = model.predict(_images((16, 16, 3)), verbose=0)
+    out = model.predict(random_images(3, SMALL_SHAPE), verbose=0)
     assert out.shape == (3, 4)
     assert not np.allclose(out.sum(axis=1), 1.0)
 
@@ -119,13 +116,13 @@ def test_rescale_preprocessing_takes_raw_pixels():
     raw = nin_keras.build_nin(3, preprocessing="rescale", **SMALL["cifar"])
     plain = nin_keras.build_nin(3, preprocessing=None, **SMALL["cifar"])
     plain.set_weights(raw.get_weights())
-    x = _images((16, 16, 3))
+    x = random_images(3, SMALL_SHAPE)
     np.testing.assert_allclose(raw.predict(x, verbose=0), plain.predict(x / 255.0, verbose=0), atol=1e-5)
 
 
 def test_standardize_preprocessing_adapts_to_training_images():
     model = nin_keras.build_nin(3, preprocessing="standardize", **SMALL["cifar"])
-    x = _images((16, 16, 3), n=20) * 0.5 + 10
+    x = random_images(20, SMALL_SHAPE) * 0.5 + 10
     nin_keras.adapt_standardization(model, x)
     layer = model.get_layer("standardize")
     standardized = np.asarray(layer(x))
@@ -150,7 +147,7 @@ def test_output_stays_float32_under_mixed_precision():
             model = nin_keras.build_nin(4, classifier_activation=activation, **SMALL["cifar"])
             assert model.get_layer("mlpconv1_conv5x5").compute_dtype == "bfloat16"
             assert model.output.dtype == "float32"
-            assert model.predict(_images((16, 16, 3)), verbose=0).dtype == np.float32
+            assert model.predict(random_images(3, SMALL_SHAPE), verbose=0).dtype == np.float32
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -169,8 +166,8 @@ BAD_ARGUMENTS = [
     (dict(preprocessing="zca"), "preprocessing 'zca'"),
     (dict(input_shape=(32, 32)), "rank 3"),
     (dict(input_shape=(1, 32, 32, 3)), "rank 4"),
-    (dict(input_shape=(32, -1, 3)), "positive integers"),
-    (dict(input_shape=(None, None, 3)), "positive integers"),
+    (dict(input_shape=(32, -1, 3)), "each entry (a static size) must be an integer >= 1; received -1"),
+    (dict(input_shape=(None, None, 3)), "each entry (a static size) must be an integer >= 1; received None"),
     (dict(variant="imagenet", input_shape=(10, 10, 3)), "at least 11x11"),
     (dict(variant="d2l", input_shape=(64, 64, 1)), "at least 67x67"),
 ]
@@ -195,7 +192,7 @@ def test_minimum_input_size_matches_what_builds():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_keras_file_round_trip_in_safe_mode(variant, tmp_path):
     model = nin_keras.build_nin(6, variant=variant, **SMALL[variant])
-    x = _images(SMALL[variant]["input_shape"])
+    x = random_images(3, SMALL[variant]["input_shape"])
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
@@ -208,7 +205,7 @@ def test_one_fit_step_lowers_the_loss(batch_norm):
     keras.utils.set_random_seed(1)
     model = nin_keras.build_nin(3, dropout_rate=0.0, batch_norm=batch_norm, **SMALL["cifar"])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    x = _images((16, 16, 3), n=16)
+    x = random_images(16, SMALL_SHAPE)
     y = np.arange(16) % 3
     # train_on_batch returns the loss of the forward pass before its update.
     first = float(model.train_on_batch(x, y))
@@ -262,7 +259,7 @@ def test_load_model_round_trip_and_atomic_save(tmp_path):
     path = nin_keras.save_model(model, tmp_path / "m.keras")
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temporary file left behind
     loaded = nin_keras.load_model(path)
-    x = _images((16, 16, 3))
+    x = random_images(3, SMALL_SHAPE)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 

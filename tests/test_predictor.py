@@ -5,26 +5,21 @@ import threading
 import numpy as np
 import pytest
 
-from test_verification import NUM_CLASSES, build_artifacts, digits_arrays
+from helpers import DIGITS_CLASSES as NUM_CLASSES
 
 KINDS = ("model.keras", "saved_model", "model_float32.tflite", "model_int8.tflite", "model_edgetpu_ready.tflite")
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return build_artifacts(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def images():
-    return digits_arrays()[1][0][:100]
+def images(digits_test):
+    return digits_test[0][:100]
 
 
 @pytest.mark.parametrize("name", KINDS)
-def test_single_images_and_batches(artifacts, images, name):
+def test_single_images_and_batches(digits_artifacts, images, name):
     import nin_keras
 
-    predictor = nin_keras.Predictor(artifacts / name)
+    predictor = nin_keras.Predictor(digits_artifacts / name)
     batch = predictor.predict(images[:5])
     assert batch.dtype == np.float32 and batch.shape == (5, NUM_CLASSES)
     np.testing.assert_allclose(batch.sum(axis=1), 1.0, atol=0.02)  # int8 softmax outputs are steps of 1/256
@@ -38,10 +33,10 @@ def test_single_images_and_batches(artifacts, images, name):
     assert isinstance(predictor.predict_classes(images[0]), int)
 
 
-def test_top_k_uses_labels_beside_the_artifact(artifacts, images):
+def test_top_k_uses_labels_beside_the_artifact(digits_artifacts, images):
     from nin_keras import Predictor
 
-    predictor = Predictor(artifacts / "model_int8.tflite")
+    predictor = Predictor(digits_artifacts / "model_int8.tflite")
     assert predictor.class_names[3] == "digit 3"  # labels.txt in the export folder
     top = predictor.top_k(images[0], k=3)
     assert [set(row) for row in top] == [{"class_id", "label", "probability"}] * 3
@@ -50,28 +45,28 @@ def test_top_k_uses_labels_beside_the_artifact(artifacts, images):
     assert top[0]["class_id"] == predictor.predict_classes(images[0])
     batch_top = predictor.top_k(images[:4], k=2)
     assert len(batch_top) == 4 and all(len(row) == 2 for row in batch_top)
-    named = Predictor(artifacts / "saved_model", class_names=list("abcdefghij"))
+    named = Predictor(digits_artifacts / "saved_model", class_names=list("abcdefghij"))
     assert named.top_k(images[0], k=1)[0]["label"] in "abcdefghij"
     with pytest.raises(ValueError, match="class names"):
-        Predictor(artifacts / "model.keras", class_names=["a", "b"])
+        Predictor(digits_artifacts / "model.keras", class_names=["a", "b"])
     with pytest.raises(ValueError, match="k must"):
         predictor.top_k(images[0], k=0)
 
 
-def test_wrong_image_shape_names_both_shapes(artifacts):
+def test_wrong_image_shape_names_both_shapes(digits_artifacts):
     from nin_keras import Predictor
     from nin_keras.errors import IncompatibleModelError
 
-    predictor = Predictor(artifacts / "model_float32.tflite")
+    predictor = Predictor(digits_artifacts / "model_float32.tflite")
     with pytest.raises(IncompatibleModelError, match=r"8x8x1.*32x32x3"):
         predictor.predict(np.zeros((32, 32, 3), np.uint8))
 
 
 @pytest.mark.parametrize("name", ["model_int8.tflite", "model_edgetpu_ready.tflite", "model.keras"])
-def test_eight_threads_give_the_single_thread_results_exactly(artifacts, images, name):
+def test_eight_threads_give_the_single_thread_results_exactly(digits_artifacts, images, name):
     from nin_keras import Predictor
 
-    predictor = Predictor(artifacts / name)
+    predictor = Predictor(digits_artifacts / name)
     expected = [predictor.predict(images[i]) for i in range(100)]
     results = {}
     errors = []

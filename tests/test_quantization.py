@@ -10,24 +10,10 @@ import numpy as np
 import pytest
 
 import nin_keras
-from litert_helpers import run_tflite
+from helpers import assert_litert_matches_keras, random_data, small_nin
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.exporting import post_training_quantize, to_tflite
 from nin_keras.quantization import quantize_aware, to_tf_keras
-
-SHAPE = (16, 16, 3)
-
-
-def _model(**kwargs):
-    options = dict(variant="cifar", input_shape=SHAPE, width_multiplier=0.1)
-    options.update(kwargs)
-    return nin_keras.build_nin(10, **options)
-
-
-def _data(n=64, seed=0, shape=SHAPE):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 255, (n, *shape)).astype("float32"), rng.integers(0, 10, n)
-
 
 
 def _ops(data: bytes):
@@ -42,7 +28,7 @@ def _ops(data: bytes):
     dict(classifier_activation=None, dropout_rate=0.0),
 ])
 def test_twin_reproduces_keras_outputs(options):
-    model = _model(**options)
+    model = small_nin(**options)
     # Non-trivial BN statistics, so a wrong BN translation would show.
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -54,14 +40,14 @@ def test_twin_reproduces_keras_outputs(options):
     import tf_keras
 
     assert isinstance(twin, tf_keras.Model)
-    images, _ = _data(4)
+    images, _ = random_data(4)
     np.testing.assert_allclose(twin(images).numpy(), model(images).numpy(), atol=1e-5)
     assert [l.name for l in twin.layers[1:]] == [l.name for l in model.layers[1:]]
 
 
 def test_twin_of_standardize_and_of_a_loaded_model(tmp_path):
-    model = _model(preprocessing="standardize")
-    images, _ = _data(32)
+    model = small_nin(preprocessing="standardize")
+    images, _ = random_data(32)
     nin_keras.adapt_standardization(model, images)
     path = nin_keras.save_model(model, tmp_path / "m.keras")
     loaded = nin_keras.load_model(path)
@@ -79,8 +65,8 @@ def test_twin_refuses_unknown_layers_by_name():
 
 
 def test_ptq_is_full_integer_and_close_to_float():
-    model = _model()
-    images, labels = _data(64)
+    model = small_nin()
+    images, labels = random_data(64)
     data = post_training_quantize(model, (images, labels), num_samples=32)
     ops = _ops(data)
     assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops
@@ -91,16 +77,14 @@ def test_ptq_is_full_integer_and_close_to_float():
     # Raw pixels: scale about 1, zero point -128.
     scale, zero = info["inputs"][0]["quantization"]
     assert abs(scale - 1.0) < 0.01 and zero == -128
-    float_probs = model.predict(images[:16], verbose=0)
-    int8_probs = run_tflite(data, images[:16])
-    assert np.abs(int8_probs - float_probs).max() < 0.1
+    assert_litert_matches_keras(data, model, images[:16], atol=0.1)
 
 
 def test_ptq_needs_matching_data():
-    model = _model()
-    with pytest.raises(IncompatibleModelError, match="16, 16, 3"):
-        post_training_quantize(model, _data(8, shape=(8, 8, 3)))
-    images, labels = _data(8)
+    model = small_nin()
+    with pytest.raises(IncompatibleModelError, match=r"16, 16, 3|16x16x3"):  # names the model's shape
+        post_training_quantize(model, random_data(8, shape=(8, 8, 3)))
+    images, labels = random_data(8)
     with pytest.raises(IncompatibleModelError, match="classes"):
         post_training_quantize(model, (images, labels + 10))
     with pytest.raises(InvalidInputError, match="representative"):
@@ -109,10 +93,10 @@ def test_ptq_needs_matching_data():
 
 def test_qat_converts_to_clean_full_int8(tmp_path):
     before = os.environ.get("TF_USE_LEGACY_KERAS")
-    model = _model()
+    model = small_nin()
     path = nin_keras.save_model(model, tmp_path / "m.keras")
     loaded = nin_keras.load_model(path)  # QAT must work on a model loaded from a file
-    images, labels = _data(64)
+    images, labels = random_data(64)
     qat = quantize_aware(loaded, (images, labels), epochs=1, batch_size=32, progress=False)
     assert qat.epochs == 1 and len(qat.history["loss"]) == 1
     data = to_tflite(qat, "int8", representative_images=images[:16])
@@ -120,8 +104,7 @@ def test_qat_converts_to_clean_full_int8(tmp_path):
     assert "QUANTIZE" not in ops and "DEQUANTIZE" not in ops, ops
     assert ops.get("CONV_2D") == 9
     # The fake-quantized model and its int8 conversion agree.
-    tflite_probs = run_tflite(data, images[:8])
-    assert np.abs(tflite_probs - qat.predict(images[:8])).max() < 0.1
+    assert_litert_matches_keras(data, qat, images[:8], atol=0.1)
     assert os.environ.get("TF_USE_LEGACY_KERAS") == before
 
 
@@ -166,10 +149,10 @@ def test_converter_failures_become_conversion_error():
 def test_qat_streams_a_tf_data_dataset():
     import tensorflow as tf
 
-    images, labels = _data(40)
+    images, labels = random_data(40)
     dataset = tf.data.Dataset.from_tensor_slices((images.astype("uint8"), labels.astype("int32"))).batch(16)
-    qat = quantize_aware(_model(), dataset, epochs=1, limit=32, progress=False)
+    qat = quantize_aware(small_nin(), dataset, epochs=1, limit=32, progress=False)
     assert len(qat.history["loss"]) == 1 and np.isfinite(qat.history["loss"][0])
     bad = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3), "uint8"), np.zeros(4, "int32"))).batch(2)
     with pytest.raises(IncompatibleModelError):
-        quantize_aware(_model(), bad, epochs=1, progress=False)
+        quantize_aware(small_nin(), bad, epochs=1, progress=False)

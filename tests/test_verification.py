@@ -1,122 +1,22 @@
 """Verification: one loader for every artifact kind, evaluate, benchmark_inference, verify_export.
 
-The tests make their own tiny artifacts (a small NIN trained for a few seconds on scikit-learn's digits, then
-saved as .keras, a SavedModel and float32 / float16 / int8-I/O / uint8-I/O batch-1 .tflite files), so they do
-not depend on the exporter. `build_artifacts` is shared with tests/test_predictor.py and the CLI tests.
+The artifacts are conftest's `digits_artifacts`: a small NIN trained for a few seconds on scikit-learn's digits,
+saved as .keras, a SavedModel and float32 / float16 / int8-I/O / uint8-I/O batch-1 .tflite files with
+TensorFlow's converter directly, so these tests do not depend on the exporter.
 """
 
 import json
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 
+from helpers import DIGITS_CLASSES as NUM_CLASSES
+from helpers import DIGITS_SHAPE as SHAPE
+from helpers import assert_litert_matches_keras, assert_predictions_match, convert_saved_model, serving_archive
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 
-NUM_CLASSES = 10
-SHAPE = (8, 8, 1)
-_CACHE = {}
-
-
-def digits_arrays():
-    """scikit-learn's 8x8 digits as uint8 pixels 0..255 (NHWC) and int labels: (train, test)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int64)
-    return (images[:1400], labels[:1400]), (images[1400:], labels[1400:])
-
-
-def _serving_archive(model, batch):
-    """A SavedModel writer with signature serving_default: image -> probabilities, class_id (as the exporter)."""
-    import keras
-    import tensorflow as tf
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    @tf.function(input_signature=[tf.TensorSpec([batch, *SHAPE], tf.float32, name="image")])
-    def serve(image):
-        probabilities = model(image, training=False)
-        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
-
-    archive.add_endpoint("serving_default", serve)
-    return archive
-
-
-def _convert(saved_model_dir, path, *, io_type=None, float16=False, representative=None):
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
-    if float16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    if io_type is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
-    with warnings.catch_warnings():  # the converter itself still uses the deprecated tf.lite.Interpreter
-        warnings.simplefilter("ignore", UserWarning)
-        path.write_bytes(converter.convert())
-    return path
-
-
-def build_artifacts(tmp_path_factory):
-    """Trains a tiny NIN once per test session and writes every artifact kind into one export-like folder."""
-    if "dir" in _CACHE:
-        return _CACHE["dir"]
-    import keras
-    import tensorflow as tf
-
-    import nin_keras
-
-    (x_train, y_train), _ = digits_arrays()
-    keras.utils.set_random_seed(0)
-    model = nin_keras.build_nin(NUM_CLASSES, variant="mnist", input_shape=SHAPE, width_multiplier=0.25,
-                                dropout_rate=0.0)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    model.fit(x_train.astype("float32"), y_train, epochs=6, batch_size=64, verbose=0)
-
-    folder = tmp_path_factory.mktemp("verification_artifacts")
-    nin_keras.save_model(model, folder / "model.keras")
-    _serving_archive(model, None).write_out(str(folder / "saved_model" / "1"), verbose=False)
-    static_dir = tmp_path_factory.mktemp("saved_model_batch1")
-    _serving_archive(model, 1).write_out(str(static_dir), verbose=False)
-
-    def representative():
-        for i in range(0, 200, 2):
-            yield {"image": x_train[i:i + 1].astype(np.float32)}
-
-    _convert(folder / "saved_model" / "1", folder / "model_float32.tflite")
-    _convert(folder / "saved_model" / "1", folder / "model_float16.tflite", float16=True)
-    _convert(folder / "saved_model" / "1", folder / "model_int8.tflite", io_type=tf.int8,
-             representative=representative)
-    _convert(static_dir, folder / "model_edgetpu_ready.tflite", io_type=tf.uint8, representative=representative)
-    (folder / "labels.txt").write_text("\n".join(f"digit {i}" for i in range(NUM_CLASSES)) + "\n")
-    _CACHE.update(dir=folder, model=model)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    return build_artifacts(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def model(artifacts):
-    return _CACHE["model"]
-
-
-@pytest.fixture(scope="module")
-def test_data():
-    return digits_arrays()[1]
-
-
-def test_load_artifact_describes_each_kind(artifacts, model):
+def test_load_artifact_describes_each_kind(digits_artifacts, trained_digits_model):
     from nin_keras.verification import load_artifact
 
     expected = {
@@ -128,7 +28,7 @@ def test_load_artifact_describes_each_kind(artifacts, model):
         "model_edgetpu_ready.tflite": ("tflite", "full int8 (uint8 I/O)", "uint8", 1),
     }
     for name, (kind, precision, in_dtype, static_batch) in expected.items():
-        runner = load_artifact(artifacts / name)
+        runner = load_artifact(digits_artifacts / name)
         assert (runner.kind, runner.precision, runner.input_details["dtype"]) == (kind, precision, in_dtype), name
         assert runner.static_batch == static_batch, name
         assert runner.input_shape == SHAPE and runner.num_classes == NUM_CLASSES, name
@@ -141,16 +41,16 @@ def test_load_artifact_describes_each_kind(artifacts, model):
             assert runner.output_details["quantization"] is not None
         else:
             assert runner.input_details["quantization"] is None
-    in_memory = load_artifact(model)
+    in_memory = load_artifact(trained_digits_model)
     assert in_memory.kind == "keras" and in_memory.path is None and in_memory.size_bytes is None
 
 
-def test_saved_model_parent_folder_uses_the_highest_version(artifacts, tmp_path):
+def test_saved_model_parent_folder_uses_the_highest_version(digits_artifacts, tmp_path):
     from nin_keras.verification import load_artifact
 
     parent = tmp_path / "saved_model"
-    shutil.copytree(artifacts / "saved_model" / "1", parent / "3")
-    shutil.copytree(artifacts / "saved_model" / "1", parent / "12")
+    shutil.copytree(digits_artifacts / "saved_model" / "1", parent / "3")
+    shutil.copytree(digits_artifacts / "saved_model" / "1", parent / "12")
     (parent / "20").mkdir()  # no saved_model.pb: not a version
     runner = load_artifact(parent)
     assert runner.kind == "saved_model" and runner.path.name == "12"
@@ -166,39 +66,43 @@ def test_quantize_formula_rounds_and_clips():
     np.testing.assert_allclose(dequantize(np.array([-128, 0, 127], np.int8), 0.5, -128), [0.0, 64.0, 127.5])
 
 
-def test_float32_tflite_agrees_with_keras(artifacts, test_data):
+def test_float32_tflite_agrees_with_keras(digits_artifacts, digits_test):
     from nin_keras.verification import evaluate
 
-    keras_result = evaluate(artifacts / "model.keras", test_data, progress=False)
+    keras_result = evaluate(digits_artifacts / "model.keras", digits_test, progress=False)
     assert keras_result["accuracy"] > 0.85  # the tiny model did learn something
     for name in ("model_float32.tflite", "saved_model", "model_float16.tflite"):
-        result = evaluate(artifacts / name, test_data, reference=artifacts / "model.keras", progress=False)
-        assert result["num_examples"] == len(test_data[1])
+        result = evaluate(digits_artifacts / name, digits_test, reference=digits_artifacts / "model.keras",
+                          progress=False)
+        assert result["num_examples"] == len(digits_test[1])
         assert result["agreement"] >= 0.995, name
         assert abs(result["accuracy"] - keras_result["accuracy"]) <= 0.005, name
     assert keras_result["agreement"] is None
     assert 0 < keras_result["mean_confidence"] <= 1 and 0 < keras_result["top5_accuracy"] <= 1
 
 
-def test_integer_models_quantize_raw_pixels_correctly(artifacts, model, test_data):
+def test_integer_models_quantize_raw_pixels_correctly(digits_artifacts, trained_digits_model, digits_test):
     from nin_keras.verification import evaluate, load_artifact
 
-    images, _ = test_data
-    float_probs = model.predict(images[:64].astype("float32"), verbose=0)
+    images, _ = digits_test
+    float_probs = trained_digits_model.predict(images[:64].astype("float32"), verbose=0)
     for name in ("model_int8.tflite", "model_edgetpu_ready.tflite"):
-        runner = load_artifact(artifacts / name)
+        # The file itself is right (LiteRT's own Interpreter), so a failure below is nin_keras' runner's.
+        assert_litert_matches_keras(digits_artifacts / name, trained_digits_model, images[:64],
+                                    min_top1_agreement=0.9, atol=0.2)
+        runner = load_artifact(digits_artifacts / name)
         probs = runner.predict(images[:64])
         assert probs.dtype == np.float32 and probs.shape == (64, NUM_CLASSES)
         # Wrongly quantized inputs (e.g. pixels cast without scale/zero point) would wreck these.
-        assert np.mean(probs.argmax(1) == float_probs.argmax(1)) >= 0.9, name
-        assert np.abs(probs - float_probs).max() < 0.2, name
-        result = evaluate(artifacts / name, test_data, reference=model, progress=False)
+        assert_predictions_match(probs, float_probs, min_top1_agreement=0.9, atol=0.2,
+                                 what=f"nin_keras' runner of {name} vs Keras")
+        result = evaluate(digits_artifacts / name, digits_test, reference=trained_digits_model, progress=False)
         assert result["agreement"] >= 0.9, name
-    int8 = evaluate(artifacts / "model_int8.tflite", test_data, progress=False)
-    keras_result = evaluate(model, test_data, progress=False)
+    int8 = evaluate(digits_artifacts / "model_int8.tflite", digits_test, progress=False)
+    keras_result = evaluate(trained_digits_model, digits_test, progress=False)
     assert abs(int8["accuracy"] - keras_result["accuracy"]) <= 0.05
     # what reaches the interpreter is q = round(x / scale + zero_point), clipped
-    runner = load_artifact(artifacts / "model_edgetpu_ready.tflite")
+    runner = load_artifact(digits_artifacts / "model_edgetpu_ready.tflite")
     sent = []
     set_tensor = runner._interpreter.set_tensor
     runner._interpreter.set_tensor = lambda index, value: (sent.append(value.copy()), set_tensor(index, value))[1]
@@ -208,18 +112,18 @@ def test_integer_models_quantize_raw_pixels_correctly(artifacts, model, test_dat
     assert sent[0].dtype == np.uint8
     np.testing.assert_array_equal(sent[0], expected)
     # float pixels give the same answers as uint8 pixels
-    runner = load_artifact(artifacts / "model_int8.tflite")
+    runner = load_artifact(digits_artifacts / "model_int8.tflite")
     np.testing.assert_array_equal(runner.predict(images[:16]), runner.predict(images[:16].astype(np.float32)))
 
 
-def test_evaluate_accepts_every_data_form(artifacts, test_data, capsys):
+def test_evaluate_accepts_every_data_form(digits_artifacts, digits_test, capsys):
     import tensorflow as tf
 
     from nin_keras.data.splits import DatasetSplits
     from nin_keras.verification import evaluate
 
-    images, labels = test_data
-    tflite = artifacts / "model_float32.tflite"
+    images, labels = digits_test
+    tflite = digits_artifacts / "model_float32.tflite"
     base = evaluate(tflite, (images, labels), progress=False)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(50)
     assert evaluate(tflite, dataset, progress=False)["accuracy"] == base["accuracy"]
@@ -237,7 +141,7 @@ def test_evaluate_accepts_every_data_form(artifacts, test_data, capsys):
     assert evaluate(tflite, (images[..., 0], labels), progress=False)["accuracy"] == base["accuracy"]
 
 
-def test_bad_files_are_refused_clearly(artifacts, tmp_path):
+def test_bad_files_are_refused_clearly(digits_artifacts, tmp_path):
     from nin_keras.verification import load_artifact
 
     random_file = tmp_path / "random.tflite"
@@ -245,7 +149,7 @@ def test_bad_files_are_refused_clearly(artifacts, tmp_path):
     with pytest.raises(InvalidInputError, match="random.tflite is not a TFLite model"):
         load_artifact(random_file)
     truncated = tmp_path / "truncated.tflite"
-    truncated.write_bytes((artifacts / "model_float32.tflite").read_bytes()[:3000])
+    truncated.write_bytes((digits_artifacts / "model_float32.tflite").read_bytes()[:3000])
     with pytest.raises(InvalidInputError, match="truncated.tflite is not a valid TFLite model"):
         load_artifact(truncated)
     with pytest.raises(FileNotFoundError, match="missing.tflite"):
@@ -276,30 +180,30 @@ def test_saved_model_without_serving_default_is_refused(tmp_path):
         load_artifact(tmp_path / "sm")
 
 
-def test_data_that_does_not_fit_names_both_shapes_and_class_counts(artifacts, test_data):
+def test_data_that_does_not_fit_names_both_shapes_and_class_counts(digits_artifacts, digits_test):
     from nin_keras.data.splits import DatasetSplits
     from nin_keras.verification import evaluate
 
-    images, labels = test_data
+    images, labels = digits_test
     wrong_images = np.zeros((4, 28, 28, 1), np.uint8)
     with pytest.raises(IncompatibleModelError, match=r"8x8x1.*\(4, 28, 28, 1\)"):
-        evaluate(artifacts / "model_int8.tflite", (wrong_images, labels[:4]), progress=False)
+        evaluate(digits_artifacts / "model_int8.tflite", (wrong_images, labels[:4]), progress=False)
     with pytest.raises(IncompatibleModelError, match=r"labels run from 0 to 12 .* 10 class scores"):
-        evaluate(artifacts / "model.keras", (images[:3], np.array([0, 5, 12])), progress=False)
+        evaluate(digits_artifacts / "model.keras", (images[:3], np.array([0, 5, 12])), progress=False)
     splits = DatasetSplits(name="x", train=None, validation=None, test=(images, labels), num_classes=3,
                            class_names=["a", "b", "c"], input_shape=SHAPE)
     with pytest.raises(IncompatibleModelError, match="3 classes .* 10 class scores"):
-        evaluate(artifacts / "model_float32.tflite", splits, progress=False)
+        evaluate(digits_artifacts / "model_float32.tflite", splits, progress=False)
     with pytest.raises(ValueError, match="limit"):
-        evaluate(artifacts / "model_float32.tflite", test_data, limit=0, progress=False)
+        evaluate(digits_artifacts / "model_float32.tflite", digits_test, limit=0, progress=False)
 
 
-def test_benchmark_inference_reports_latency_and_throughput(artifacts):
+def test_benchmark_inference_reports_latency_and_throughput(digits_artifacts):
     from nin_keras.verification import benchmark_inference
 
     keys = {"latency_ms_batch1_median", "latency_ms_batch1_p90", "throughput_images_per_s", "threads", "runs"}
     for name, batch in (("model_int8.tflite", 8), ("model_edgetpu_ready.tflite", 1), ("model.keras", 8)):
-        result = benchmark_inference(artifacts / name, runs=5, warmup=1, threads=1, batch_size=8)
+        result = benchmark_inference(digits_artifacts / name, runs=5, warmup=1, threads=1, batch_size=8)
         assert keys <= set(result), name
         assert 0 < result["latency_ms_batch1_median"] <= result["latency_ms_batch1_p90"]
         assert result["throughput_images_per_s"] > 0 and result["throughput_batch_size"] == batch
@@ -307,20 +211,20 @@ def test_benchmark_inference_reports_latency_and_throughput(artifacts):
         # invoke() alone is timed for .tflite files only (the model's own time, no Python-side work).
         invoke = result["latency_ms_batch1_invoke_median"]
         assert (invoke is None) == name.endswith(".keras") and (invoke is None or invoke > 0)
-    assert benchmark_inference(artifacts / "model_int8.tflite", runs=2, warmup=0, threads=1)["threads"] == 1
+    assert benchmark_inference(digits_artifacts / "model_int8.tflite", runs=2, warmup=0, threads=1)["threads"] == 1
     with pytest.raises(ValueError, match="runs"):
-        benchmark_inference(artifacts / "model_int8.tflite", runs=0)
+        benchmark_inference(digits_artifacts / "model_int8.tflite", runs=0)
 
 
-def test_verify_export_writes_both_reports(artifacts, test_data, tmp_path):
+def test_verify_export_writes_both_reports(digits_artifacts, digits_test, tmp_path):
     from nin_keras.verification import ROW_KEYS, verify_export
 
     out = tmp_path / "export"
-    shutil.copytree(artifacts, out)
+    shutil.copytree(digits_artifacts, out)
     (out / "edgetpu_check.json").write_text(json.dumps({"compatible": True, "problems": []}))
     (out / "model_edgetpu.tflite").write_bytes(b"\x00" * 64)  # stands in for a compiled Edge TPU file
     with pytest.warns(UserWarning, match="model_edgetpu.tflite"):
-        rows = verify_export(out, test_data, progress=False, runs=3)
+        rows = verify_export(out, digits_test, progress=False, runs=3)
 
     names = [row["artifact"] for row in rows]
     assert names == ["model.keras", "saved_model", "model_float32.tflite", "model_float16.tflite",
@@ -339,7 +243,7 @@ def test_verify_export_writes_both_reports(artifacts, test_data, tmp_path):
     assert by_name["model_float32.tflite"]["edgetpu"] is None
     assert by_name["model_edgetpu.tflite"]["accuracy"] is None and by_name["model_edgetpu.tflite"]["error"]
     assert all(row["latency_ms_batch1_median"] > 0 for row in rows[:-1])
-    assert report["machine"]["cores"] >= 1 and report["dataset"]["num_examples"] == len(test_data[1])
+    assert report["machine"]["cores"] >= 1 and report["dataset"]["num_examples"] == len(digits_test[1])
 
     markdown = (out / "report.md").read_text()
     assert "| artifact | size | precision |" in markdown
@@ -349,39 +253,39 @@ def test_verify_export_writes_both_reports(artifacts, test_data, tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-def test_verify_export_refuses_an_empty_folder(tmp_path, test_data):
+def test_verify_export_refuses_an_empty_folder(tmp_path, digits_test):
     from nin_keras.verification import verify_export
 
     with pytest.raises(FileNotFoundError, match="No artifacts"):
-        verify_export(tmp_path, test_data, progress=False)
+        verify_export(tmp_path, digits_test, progress=False)
     with pytest.raises(FileNotFoundError, match="not found"):
-        verify_export(tmp_path / "nope", test_data, progress=False)
+        verify_export(tmp_path / "nope", digits_test, progress=False)
 
 
-def test_static_batch_of_four_pads_the_last_batch(artifacts, model, test_data, tmp_path):
+def test_static_batch_of_four_pads_the_last_batch(digits_artifacts, trained_digits_model, digits_test, tmp_path):
     from nin_keras.verification import benchmark_inference, load_artifact
 
-    _serving_archive(model, 4).write_out(str(tmp_path / "sm4"), verbose=False)
-    path = _convert(tmp_path / "sm4", tmp_path / "batch4.tflite")
-    images = test_data[0][:6]
+    serving_archive(trained_digits_model, 4).write_out(str(tmp_path / "sm4"), verbose=False)
+    path = convert_saved_model(tmp_path / "sm4", tmp_path / "batch4.tflite")
+    images = digits_test[0][:6]
     for artifact in (path, tmp_path / "sm4"):
         runner = load_artifact(artifact)
         assert runner.static_batch == 4
-        np.testing.assert_allclose(runner.predict(images), load_artifact(artifacts / "model_float32.tflite")
+        np.testing.assert_allclose(runner.predict(images), load_artifact(digits_artifacts / "model_float32.tflite")
                                    .predict(images), atol=1e-5)
     assert benchmark_inference(path, runs=2, warmup=0)["throughput_batch_size"] == 4
 
 
-def test_verify_export_without_timing_or_reference(artifacts, model, test_data, tmp_path):
+def test_verify_export_without_timing_or_reference(digits_artifacts, trained_digits_model, digits_test, tmp_path):
     from nin_keras.verification import verify_export
 
     out = tmp_path / "export"
     out.mkdir()
-    shutil.copy(artifacts / "model_int8.tflite", out)
-    rows = verify_export(out, test_data, progress=False, runs=0)
+    shutil.copy(digits_artifacts / "model_int8.tflite", out)
+    rows = verify_export(out, digits_test, progress=False, runs=0)
     assert [row["artifact"] for row in rows] == ["model_int8.tflite"]
     assert rows[0]["agreement"] is None and rows[0]["latency_ms_batch1_median"] is None
     assert rows[0]["accuracy"] > 0.8
     assert "No reference model" in (out / "report.md").read_text()
-    rows = verify_export(out, test_data, reference_model=model, progress=False, runs=0)
+    rows = verify_export(out, digits_test, reference_model=trained_digits_model, progress=False, runs=0)
     assert rows[0]["agreement"] >= 0.9

@@ -9,7 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+from helpers import is_png, temporary_files
+
 HISTORY = {
     "loss": [2.2, 1.1, 0.6, 0.4],
     "accuracy": [0.3, 0.7, 0.85, 0.9],
@@ -28,14 +29,6 @@ ROWS = [
 ]
 
 
-def _is_png(path) -> bool:
-    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
-
-
-def _no_temporaries(folder) -> bool:
-    return not [p for p in folder.iterdir() if ".tmp" in p.name]
-
-
 # ----------------------------------------------------------------------------------------------- figures
 
 
@@ -44,8 +37,8 @@ def test_training_curves_writes_png(tmp_path):
 
     out = plot_training_curves(HISTORY, tmp_path / "sub" / "curves.png")
     assert out == tmp_path / "sub" / "curves.png"
-    assert _is_png(out)
-    assert _no_temporaries(out.parent)
+    assert is_png(out)
+    assert not temporary_files(out.parent)
 
 
 @pytest.mark.parametrize("keys", [("loss",), ("accuracy", "val_accuracy"), ("loss", "val_loss"),
@@ -53,7 +46,7 @@ def test_training_curves_writes_png(tmp_path):
 def test_training_curves_any_subset(tmp_path, keys):
     from nin_keras.viz import plot_training_curves
 
-    assert _is_png(plot_training_curves({k: HISTORY[k] for k in keys}, tmp_path / "c.png"))
+    assert is_png(plot_training_curves({k: HISTORY[k] for k in keys}, tmp_path / "c.png"))
 
 
 def test_training_curves_accepts_history_object_and_other_accuracy_names(tmp_path):
@@ -62,7 +55,7 @@ def test_training_curves_accepts_history_object_and_other_accuracy_names(tmp_pat
     class History:  # what keras.callbacks.History looks like to us
         history = {"loss": [1.0, 0.5], "sparse_categorical_accuracy": [0.5, 0.8], "val_loss": [1.1, float("nan")]}
 
-    assert _is_png(plot_training_curves(History(), tmp_path / "c.png"))
+    assert is_png(plot_training_curves(History(), tmp_path / "c.png"))
 
 
 @pytest.mark.parametrize("history", [{}, {"lr": [0.1, 0.01]}, [1, 2], {"loss": ["a", "b"]}])
@@ -98,7 +91,7 @@ def test_failed_write_keeps_previous_figure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         plot_training_curves({"loss": [5.0, 4.0]}, path)
     assert path.read_bytes() == before
-    assert _no_temporaries(tmp_path)
+    assert not temporary_files(tmp_path)
 
 
 def test_figures_leave_pyplot_alone():
@@ -126,8 +119,8 @@ def test_confusion_matrix(tmp_path):
     labels = rng.integers(0, 10, 200)
     scores = rng.random((200, 10))
     names = [f"class {i}" for i in range(10)]
-    assert _is_png(plot_confusion_matrix(labels, scores, names, tmp_path / "cm.png"))
-    assert _is_png(plot_confusion_matrix(labels, labels, None, tmp_path / "cm2.png", normalize=False))
+    assert is_png(plot_confusion_matrix(labels, scores, names, tmp_path / "cm.png"))
+    assert is_png(plot_confusion_matrix(labels, labels, None, tmp_path / "cm2.png", normalize=False))
 
 
 @pytest.mark.parametrize("labels, predictions, names", [
@@ -146,7 +139,7 @@ def test_confusion_matrix_bad_input(tmp_path, labels, predictions, names):
 def test_artifact_comparison(tmp_path):
     from nin_keras.viz import plot_artifact_comparison
 
-    assert _is_png(plot_artifact_comparison(ROWS, tmp_path / "artifacts.png"))
+    assert is_png(plot_artifact_comparison(ROWS, tmp_path / "artifacts.png"))
     with pytest.raises(ValueError):
         plot_artifact_comparison([], tmp_path / "none.png")
 
@@ -166,13 +159,6 @@ def _softmax(scores):
     scores = scores - scores.max(axis=-1, keepdims=True)
     exp = np.exp(scores)
     return exp / exp.sum(axis=-1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    import nin_keras
-
-    return nin_keras.build_nin(10, variant="mnist", input_shape=(8, 8, 1), width_multiplier=0.25)
 
 
 @pytest.mark.parametrize("variant, shape, width", VARIANTS)
@@ -251,7 +237,7 @@ def test_plot_confidence_maps(tmp_path, digits_model):
     images = np.random.default_rng(5).integers(0, 256, (3, 8, 8, 1))
     names = [f"digit {i}" for i in range(10)]
     out = plot_confidence_maps(digits_model, images, tmp_path / "maps.png", names, labels=[1, 2, 3])
-    assert _is_png(out)
+    assert is_png(out)
     with pytest.raises(ValueError, match="class_names"):
         plot_confidence_maps(digits_model, images, tmp_path / "bad.png", ["a", "b"])
 
@@ -301,7 +287,7 @@ def test_cli_maps(tmp_path, digits_model, capsys):
     out = tmp_path / "maps.png"
     assert main(["maps", str(model_path), str(rgb), str(gray), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert _is_png(out)
+    assert is_png(out)
     assert "rgb.png: digit-" in printed and "gray.jpg: digit-" in printed
     assert str(out) in printed
 

@@ -1,17 +1,19 @@
 #!/usr/bin/env python
 """Training benchmark: nin-keras' training step vs plain Keras, pipeline headroom, peak memory, bf16 accuracy.
 
-Run from the repository root (the lead runs the full version on a quiet machine):
+Run from the repository root, on a quiet machine for the published numbers:
 
-    .venv/bin/python tools/benchmark_train.py                      # full: 5 rounds x 30 steps, writes the report
+    .venv/bin/python tools/benchmark_train.py                      # docs/benchmarks/training.md and .json
     .venv/bin/python tools/benchmark_train.py --steps 3 --rounds 1 --accuracy-epochs 1 --out /tmp/t.md  # smoke
+    .venv/bin/python tools/benchmark_train.py --precision float32  # the fused BN layer alone, both float32
+    .venv/bin/python tools/benchmark_train.py --render docs/benchmarks/training.json  # re-render, no measuring
 
 What it measures, all in ONE process configuration (no logical-device splitting):
 
 1. Throughput, interleaved: each round runs "plain Keras" (stock keras BatchNormalization, float32) and "ours"
    (FusedBatchNormalization under `--precision`, auto = mixed_bfloat16 on AVX512_BF16 CPUs), alternating which
    goes first, via `nin_keras.training.benchmark_training`. Reports each round, the medians and their ratio
-   (target: >= 1.8x on the 2-core CPU, cifar variant with BN, batch 128).
+   (target, for auto precision: >= 1.8x on the 2-core CPU, cifar variant with BN, batch 128).
 2. Input pipeline alone (`nin_keras.data.measure_pipeline_throughput`) on the training pipeline that
    `load_dataset` builds (synthetic images of the variant's shape, augmentation on), vs what training consumes
    (target: >= 10x).
@@ -20,7 +22,8 @@ What it measures, all in ONE process configuration (no logical-device splitting)
 4. Accuracy on digits: the same model, seeds and recipe trained under `auto` precision and under float32; the
    mean test accuracies must be within 0.5 percentage points.
 
-Writes a Markdown report (default docs/benchmarks/training.md) with the machine, the command and the numbers.
+Writes the Markdown report and, beside it, the raw measurements as JSON; the last stdout line is
+`train_images_per_s=<ours, median>`.
 """
 
 from __future__ import annotations
@@ -28,23 +31,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _bench import ROOT, add_report_arguments, header_lines, log, require_at_least, run
 
-TARGET_RATIO = 1.8
-TARGET_PIPELINE = 10.0
-TARGET_RSS_GB = 3.0
-TARGET_ACCURACY_PP = 0.5
+from nin_keras.choices import VARIANT_NAMES
+
+TOOL = "tools/benchmark_train.py"
+TARGETS = {"ratio": 1.8, "pipeline_headroom": 10.0, "rss_gb": 3.0, "accuracy_pp": 0.5}
 
 RSS_SCRIPT = textwrap.dedent("""
     import json, resource, sys, tempfile
@@ -64,8 +63,9 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="cifar")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="cifar", choices=VARIANT_NAMES)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default 30)")
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first (default 5)")
@@ -78,21 +78,11 @@ def parse_args(argv=None):
     parser.add_argument("--accuracy-epochs", type=int, default=30, help="digits epochs per run (default 30)")
     parser.add_argument("--accuracy-seeds", type=int, default=4, help="seeds for the digits check (default 4)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the digits accuracy check")
-    parser.add_argument("--note", default="", help="a line for the report (e.g. 'machine under load')")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "training.md"),
-                        help="Markdown report (default docs/benchmarks/training.md)")
-    parser.add_argument("--json", dest="json_path", default=None, help="also write all numbers as JSON here")
+    add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "training.md")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "steps", "rounds", "pipeline_steps", "rss_steps", "accuracy_epochs", "accuracy_seeds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup_steps < 0:
-        parser.error("--warmup-steps must be >= 0")
+    require_at_least(parser, args, dict(batch_size=1, steps=1, rounds=1, pipeline_steps=1, rss_steps=1,
+                                        accuracy_epochs=1, accuracy_seeds=1, warmup_steps=0))
     return args
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def measure_throughput(args):
@@ -173,103 +163,80 @@ def measure_accuracy(args):
                      f"seeds 0..{args.accuracy_seeds - 1}, best-by-val_accuracy model on the test split"}
 
 
-def machine():
-    import keras
-    import tensorflow as tf
-
-    from nin_keras.training.run import device_facts
-
-    facts = device_facts()
-    return {**facts, "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+def measure(args) -> dict:
+    names, rounds, medians = measure_throughput(args)
+    pipeline = measure_pipeline(args, medians[names[1]])
+    log(f"pipeline: {pipeline['pipeline_images_per_s']:.0f} img/s ({pipeline['headroom']:.0f}x training)")
+    rss = None if args.no_rss else measure_rss(args)
+    if rss:
+        log(f"peak RSS: {rss['peak_rss_mb']:.0f} MB")
+    accuracy = None if args.no_accuracy else measure_accuracy(args)
+    return {"targets": TARGETS, "names": names, "rounds": rounds, "medians": medians,
+            "ratio": medians[names[1]] / medians[names[0]], "pipeline": pipeline, "rss": rss, "accuracy": accuracy}
 
 
 def verdict(ok):
     return "yes" if ok else "NO"
 
 
-def report(args, facts, names, rounds, medians, pipeline, rss, accuracy, command):
-    baseline, ours = names
-    ratio = medians[ours] / medians[baseline]
-    any_result = rounds[0][ours]
-    lines = [
-        "# Training benchmark",
-        "",
-        f"Written by `tools/benchmark_train.py` on {facts['date']}.",
-        "",
-        f"- Machine: {facts['cpu']}, {facts['cpu_count']} cores" + (f", GPUs: {', '.join(facts['gpus'])}"
-                                                                    if facts["gpus"] else ", no GPU"),
-        f"- Software: Python {facts['python']}, TensorFlow {facts['tensorflow']}, Keras {facts['keras']}",
-        f"- Command: `{command}`",
-        f"- Model: NIN `{args.variant}` variant with BN, {any_result['params']:,} parameters, batch {args.batch_size}, "
-        f"SGD momentum 0.9, synthetic data held in memory; {args.warmup_steps} warm-up steps excluded, "
-        f"{args.steps} timed steps per measurement; {args.rounds} interleaved rounds (order alternates).",
-        f"- 'ours' precision: {any_result['precision']} ({any_result['precision_reason']})",
-    ]
-    if args.note:
-        lines.append(f"- Note: {args.note}")
-    lines += ["", "## Training throughput (images/s)", "", "| round | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
+def render(results) -> str:
+    from nin_keras.machine import describe_device
+
+    s, target = results["settings"], results["targets"]
+    names, rounds, medians = results["names"], results["rounds"], results["medians"]
+    ours = rounds[0][names[1]]
+    lines = header_lines("Training benchmark", results) + [
+        f"- Device: {describe_device(results['machine'])}",
+        f"- Model: NIN `{s['variant']}` variant with BN, {ours['params']:,} parameters, batch {s['batch_size']}, "
+        f"SGD momentum 0.9, synthetic data held in memory; {s['warmup_steps']} warm-up steps excluded, "
+        f"{s['steps']} timed steps per measurement; {s['rounds']} interleaved rounds (order alternates).",
+        f"- 'ours' precision: {ours['precision']} ({ours['precision_reason']})",
+        "", "## Training throughput (images/s)", "", "| round | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names)]
     for index, row in enumerate(rounds, start=1):
         lines.append(f"| {index} | " + " | ".join(f"{row[n]['train_images_per_s']:.1f}" for n in names) + " |")
     lines.append("| **median** | " + " | ".join(f"**{medians[n]:.1f}**" for n in names) + " |")
-    lines += ["", f"Ratio of medians, ours / plain Keras: **{ratio:.2f}x** (target >= {TARGET_RATIO}x: "
-                  f"{verdict(ratio >= TARGET_RATIO)}).", ""]
+    lines += ["", f"Ratio of medians, ours / plain Keras: **{results['ratio']:.2f}x** (target with auto precision >= "
+                  f"{target['ratio']}x: {verdict(results['ratio'] >= target['ratio'])}).", ""]
+    pipeline, rss, accuracy = results["pipeline"], results["rss"], results["accuracy"]
     if pipeline:
         lines += ["## Input pipeline headroom", "",
                   f"Pipeline alone: {pipeline['pipeline_images_per_s']:.0f} images/s ({pipeline['dataset']}); "
                   f"training consumes {pipeline['training_images_per_s']:.1f} images/s (ours, median): "
-                  f"**{pipeline['headroom']:.0f}x** (target >= {TARGET_PIPELINE:.0f}x: "
-                  f"{verdict(pipeline['headroom'] >= TARGET_PIPELINE)}).", ""]
+                  f"**{pipeline['headroom']:.0f}x** (target >= {target['pipeline_headroom']:.0f}x: "
+                  f"{verdict(pipeline['headroom'] >= target['pipeline_headroom'])}).", ""]
     if rss:
-        gb = rss["peak_rss_mb"] / 1024
         lines += ["## Peak memory", "",
                   f"Peak resident memory (ru_maxrss) of a fresh process running `nin_keras.train` on the "
-                  f"`{args.variant}` variant, batch {rss['batch_size']}, {rss['steps']} steps + validation + "
+                  f"`{s['variant']}` variant, batch {rss['batch_size']}, {rss['steps']} steps + validation + "
                   f"test evaluation + saving, precision {rss['precision']}: **{rss['peak_rss_mb']:.0f} MB** "
-                  f"(target < {TARGET_RSS_GB:.0f} GB: {verdict(gb < TARGET_RSS_GB)}).", ""]
+                  f"(target < {target['rss_gb']:.0f} GB: {verdict(rss['peak_rss_mb'] / 1024 < target['rss_gb'])}).", ""]
     if accuracy:
-        means = accuracy["means"]
-        lines += ["## Accuracy: auto precision vs float32", "", accuracy["setup"] + ".", "",
-                  "| precision | " + " | ".join(f"seed {i}" for i in range(len(accuracy["per_seed"]["float32"])))
-                  + " | mean |", "|---|" + "---|" * (len(accuracy["per_seed"]["float32"]) + 1)]
-        for policy, values in accuracy["per_seed"].items():
-            lines.append(f"| {policy} | " + " | ".join(f"{100 * v:.2f}%" for v in values)
-                         + f" | {100 * means[policy]:.2f}% |")
-        lines += ["", f"Difference (auto - float32): **{accuracy['gap_pp']:+.2f} percentage points** (target within "
-                      f"{TARGET_ACCURACY_PP} pp: {verdict(abs(accuracy['gap_pp']) <= TARGET_ACCURACY_PP)}).", ""]
-    lines += ["## How to read this", "",
-              "The machine is shared and noisy: single timings can be off by 2x, so the two configurations run "
-              "interleaved in one process and the report compares medians. Logical-device splitting (used by the "
-              "MirroredStrategy tests) halves throughput and is never used here. On a GPU, `--precision auto` picks "
+        lines += accuracy_section(accuracy, target)
+    lines += ["## Notes", "",
+              "A shared machine is noisy, so the two configurations run interleaved in one process and the report "
+              "compares medians; no logical-device splitting is used. On a GPU, `--precision auto` picks "
               "mixed_bfloat16 (compute capability >= 8.0) or mixed_float16 (7.x); try `--jit-compile` there.", ""]
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    command = "python tools/benchmark_train.py" + ("" if argv is None and len(sys.argv) == 1 else
-                                                   " " + shlex.join(sys.argv[1:] if argv is None else argv))
-    from nin_keras._atomic import write_json, write_text
+def accuracy_section(accuracy, target) -> list[str]:
+    means, seeds = accuracy["means"], len(accuracy["per_seed"]["float32"])
+    lines = ["## Accuracy: auto precision vs float32", "", accuracy["setup"] + ".", "",
+             "| precision | " + " | ".join(f"seed {i}" for i in range(seeds)) + " | mean |",
+             "|---|" + "---|" * (seeds + 1)]
+    for policy, values in accuracy["per_seed"].items():
+        lines.append(f"| {policy} | " + " | ".join(f"{100 * v:.2f}%" for v in values)
+                     + f" | {100 * means[policy]:.2f}% |")
+    gap, bound = accuracy["gap_pp"], target["accuracy_pp"]
+    return lines + ["", f"Difference (auto - float32): **{gap:+.2f} percentage points** (target within {bound} pp: "
+                        f"{verdict(abs(gap) <= bound)}).", ""]
 
-    facts = machine()
-    names, rounds, medians = measure_throughput(args)
-    ours = names[1]
-    pipeline = measure_pipeline(args, medians[ours])
-    log(f"pipeline: {pipeline['pipeline_images_per_s']:.0f} img/s ({pipeline['headroom']:.0f}x training)")
-    rss = None if args.no_rss else measure_rss(args)
-    if rss:
-        log(f"peak RSS: {rss['peak_rss_mb']:.0f} MB")
-    accuracy = None if args.no_accuracy else measure_accuracy(args)
-    text = report(args, facts, names, rounds, medians, pipeline, rss, accuracy, command)
-    write_text(args.out, text)
-    if args.json_path:
-        write_json(args.json_path, {"machine": facts, "rounds": rounds, "medians": medians,
-                                    "ratio": medians[ours] / medians[names[0]], "pipeline": pipeline, "rss": rss,
-                                    "accuracy": accuracy, "command": command})
-    print(text)
-    print(f"wrote {args.out}")
-    print(f"train_images_per_s={medians[ours]:.1f}")
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    results = run(TOOL, args, argv, measure, render)
+    print(f"train_images_per_s={results['medians'][results['names'][1]]:.1f}")
     return 0
 
 

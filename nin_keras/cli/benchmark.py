@@ -3,8 +3,12 @@
 Output contract (for scripts):
 - `benchmark train` ends with the line `train_images_per_s=<number>`; with --json stdout is exactly one JSON
   object (the dict of `nin_keras.training.benchmark_training`, which holds `train_images_per_s`).
-- `benchmark infer` ends with one line `latency_ms_batch1_median=<number>` per artifact, in the order given;
-  with --json stdout is exactly one JSON list (one `benchmark_inference` dict per artifact).
+- `benchmark infer` ends with one line `latency_ms_batch1_median=<number>` per artifact, in the order given
+  (the end-to-end batch-1 `predict` median; with --rounds N > 1, the median over the N interleaved rounds of
+  each round's median); with --json stdout is exactly one JSON list, one dict per artifact in the order given:
+  `benchmark_inference`'s dict, or with --rounds N > 1 the artifact's entry of `benchmark_interleaved` (per-round
+  values, `latency_ms_batch1_median`, and for .tflite files `latency_ms_batch1_invoke_median`) plus rounds, runs,
+  warmup and path.
 """
 
 from __future__ import annotations
@@ -13,10 +17,7 @@ import json
 import sys
 
 from nin_keras.cli.options import non_negative_int, positive_float, positive_int
-
-
-
-
+from nin_keras.choices import VARIANT_NAMES
 
 
 def register(subparsers) -> None:
@@ -32,9 +33,10 @@ def register(subparsers) -> None:
     train = commands.add_parser("train", help="training images/s of a NIN on synthetic data",
                                 description="Trains a NIN on synthetic data for a few steps and reports images/s "
                                             "(warm-up excluded). Last line: train_images_per_s=<number>.")
-    # No `choices`: reading the presets would import Keras before the CLI quiets TensorFlow.
-    train.add_argument("--variant", default="cifar", metavar="NAME",
-                       help="NIN variant: cifar, mnist, imagenet or d2l (default cifar)")
+    # The names come from nin_keras.choices, not the presets: importing those loads Keras before the CLI
+    # quiets TensorFlow.
+    train.add_argument("--variant", default="cifar", choices=VARIANT_NAMES,
+                       help="NIN variant (default cifar)")
     train.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="batch size (default 128)")
     train.add_argument("--steps", type=positive_int, default=30, metavar="N", help="timed steps (default 30)")
     train.add_argument("--warmup-steps", type=non_negative_int, default=5, metavar="N",
@@ -45,14 +47,17 @@ def register(subparsers) -> None:
                        help="scale every hidden width (default 1.0)")
     train.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", help="the paper's net, no BN")
     train.add_argument("--no-fused-batch-norm", dest="fused_batch_norm", action="store_false",
-                       help="stock keras BatchNormalization (the plain-Keras baseline)")
+                       help="stock keras BatchNormalization instead of the fused layer (the plain-Keras baseline; "
+                            "run with and without it at --precision float32 to measure the fused layer alone)")
     train.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     train.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    train.set_defaults(handler=run_train)
+    train.set_defaults(handler=benchmark_train_command)
 
     infer = commands.add_parser("infer", help="batch-1 latency and throughput of .keras/SavedModel/.tflite files",
                                 description="Times each ARTIFACT on random raw-pixel images: median and p90 batch-1 "
-                                            "latency, batched throughput. Last lines: "
+                                            "latency, batched throughput; with --rounds N > 1, batch-1 latency "
+                                            "only, the artifacts timed interleaved over N rounds (order "
+                                            "alternating) and compared by medians. Last lines: "
                                             "latency_ms_batch1_median=<number>, one per artifact.")
     infer.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".keras, SavedModel folder or .tflite")
     infer.add_argument("--threads", type=positive_int, default=2, metavar="N",
@@ -61,9 +66,12 @@ def register(subparsers) -> None:
     infer.add_argument("--warmup", type=non_negative_int, default=5, metavar="N",
                        help="untimed calls first (default 5)")
     infer.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
-                       help="batch of the throughput measurement (default 32)")
+                       help="batch of the throughput measurement (default 32; --rounds 1 only)")
+    infer.add_argument("--rounds", type=positive_int, default=1, metavar="N",
+                       help="N > 1: time the artifacts interleaved over N rounds, order alternating, and report "
+                            "medians over rounds (fair comparisons on a busy machine; no throughput). Default 1")
     infer.add_argument("--json", action="store_true", help="print the results as one JSON list")
-    infer.set_defaults(handler=run_infer)
+    infer.set_defaults(handler=benchmark_infer_command)
 
 
 def _usage(parser) -> int:
@@ -71,7 +79,7 @@ def _usage(parser) -> int:
     return 2
 
 
-def run_train(args) -> int:
+def benchmark_train_command(args) -> int:
     from nin_keras.training import benchmark_training
 
     result = benchmark_training(
@@ -92,30 +100,69 @@ def run_train(args) -> int:
     return 0
 
 
-def run_infer(args) -> int:
-    from nin_keras.verification import benchmark_inference, load_artifact
+def benchmark_infer_command(args) -> int:
+    from nin_keras.verification import load_artifact
 
     runners = [load_artifact(path, num_threads=args.threads) for path in args.artifacts]  # all valid first
-    results = [benchmark_inference(runner, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                   batch_size=args.batch_size) for runner in runners]
+    results = _interleaved(args, runners) if args.rounds > 1 else _one_by_one(args, runners)
     if args.json:
         for path, result in zip(args.artifacts, results):
             result["path"] = str(path)
         print(json.dumps(results, indent=2))
         return 0
-    header = ("artifact", "kind", "precision", "b1 median ms", "b1 p90 ms", "img/s (batch)", "threads")
-    table = [header] + [
-        (r["artifact"], r["kind"], r["precision"], f"{r['latency_ms_batch1_median']:.3f}",
-         f"{r['latency_ms_batch1_p90']:.3f}", f"{r['throughput_images_per_s']:.1f} ({r['throughput_batch_size']})",
-         str(r["threads"]))
-        for r in results
-    ]
+    for result in results:
+        print(f"latency_ms_batch1_median={result['latency_ms_batch1_median']}")
+    return 0
+
+
+def _one_by_one(args, runners) -> list[dict]:
+    """`benchmark_inference` of each runner in turn; prints the table unless --json."""
+    from nin_keras.verification import benchmark_inference
+
+    results = [benchmark_inference(runner, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                                   batch_size=args.batch_size) for runner in runners]
+    if not args.json:
+        _print_table(("artifact", "kind", "precision", "b1 median ms", "b1 p90 ms", "img/s (batch)", "threads"), [
+            (r["artifact"], r["kind"], r["precision"], f"{r['latency_ms_batch1_median']:.3f}",
+             f"{r['latency_ms_batch1_p90']:.3f}", f"{r['throughput_images_per_s']:.1f} ({r['throughput_batch_size']})",
+             str(r["threads"]))
+            for r in results
+        ])
+        print(f"({args.runs} timed batch-1 runs after {args.warmup} warm-up; TFLite threads {args.threads})")
+    return results
+
+
+def _interleaved(args, runners) -> list[dict]:
+    """`benchmark_interleaved` over the runners (one entry per ARTIFACT, in order); prints the table unless --json."""
+    from nin_keras.verification import benchmark_interleaved
+
+    names = [str(path) for path in args.artifacts]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} is given more than once; --rounds compares distinct artifacts.")
+    timing = benchmark_interleaved(dict(zip(names, runners)), rounds=args.rounds, runs=args.runs,
+                                   warmup=args.warmup, threads=args.threads)
+    results = [{**timing["artifacts"][name], "rounds": timing["rounds"], "runs": timing["runs"],
+                "warmup": timing["warmup"]} for name in names]
+    if not args.json:
+        _print_table(("artifact", "kind", "precision", "invoke ms per round", "invoke median", "b1 median ms",
+                      "threads"), [
+            (r["artifact"], r["kind"], r["precision"],
+             " ".join(f"{x:.3f}" for x in r["latency_ms_batch1_invoke_per_round"] or []) or "-",
+             "-" if r["latency_ms_batch1_invoke_median"] is None else f"{r['latency_ms_batch1_invoke_median']:.3f}",
+             f"{r['latency_ms_batch1_median']:.3f}", str(r["threads"]))
+            for r in results
+        ])
+        print(f"({args.rounds} interleaved rounds, order alternating, of {args.runs} timed batch-1 runs after "
+              f"{args.warmup} warm-up; medians over rounds; invoke = interpreter.invoke() alone (.tflite), "
+              f"b1 = the whole predict call; TFLite threads {args.threads})")
+    return results
+
+
+def _print_table(header, rows) -> None:
+    table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for index, row in enumerate(table):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths))
-    print(f"({args.runs} timed batch-1 runs after {args.warmup} warm-up; TFLite threads {args.threads})")
-    for result in results:
-        print(f"latency_ms_batch1_median={result['latency_ms_batch1_median']}")
-    return 0

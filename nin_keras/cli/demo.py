@@ -18,10 +18,10 @@ def register(subparsers) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a much shorter smoke run (tiny model, 4 epochs); accuracy not representative")
     parser.add_argument("--seed", metavar="N", type=int, default=0, help="random seed (default 0)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=demo_command)
 
 
-def run(args) -> int:
+def demo_command(args) -> int:
     from nin_keras.workflows.demo import run_demo
 
     summary = run_demo(args.out, quick=args.quick, seed=args.seed)

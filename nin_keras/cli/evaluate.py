@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                         help="evaluate at most N test examples (default: all)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=evaluate_command)
 
 
 def shape_only_model(runner):
@@ -36,7 +36,7 @@ def shape_only_model(runner):
     )
 
 
-def run(args) -> int:
+def evaluate_command(args) -> int:
     from nin_keras.verification import evaluate, load_artifact
 
     runner = load_artifact(args.artifact)  # a bad artifact fails before any data is read

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from nin_keras.cli.options import add_data_arguments, positive_int
+    from nin_keras.cli.options import add_data_arguments, non_negative_int, positive_int
 
     parser = subparsers.add_parser(
         "export", help="export a .keras model to SavedModel, TFLite (float/int8) and Edge TPU-ready files",
@@ -20,25 +21,23 @@ def register(subparsers) -> None:
              "tflite_int8, edgetpu (default all; tflite_int8 and edgetpu need --dataset)",
     )
     parser.add_argument("--out", metavar="DIR", default=None, help="export folder (default export/<model name>/)")
-    parser.add_argument("--qat-epochs", metavar="N", type=int, default=0,
+    parser.add_argument("--qat-epochs", metavar="N", type=non_negative_int, default=0,
                         help="quantization-aware training epochs for the int8 targets (default 0: post-training "
                              "quantization)")
     parser.add_argument("--representative-samples", metavar="N", type=positive_int, default=200,
                         help="training images that calibrate full-integer quantization (default 200)")
     parser.add_argument("--no-verify", action="store_true", help="skip evaluating and timing the artifacts")
     add_data_arguments(parser, required=False)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=export_command)
 
 
-def run(args) -> int:
+def export_command(args) -> int:
     from nin_keras.cli.options import load_data_from_args
-    from nin_keras.errors import InvalidInputError
     from nin_keras.exporting import check_edgetpu, format_findings, parse_targets
     from nin_keras.models import check_image_classifier, load_model
+    from nin_keras.formatting import format_size
     from nin_keras.workflows import export
 
-    if args.qat_epochs < 0:
-        raise InvalidInputError(f"--qat-epochs must be >= 0; received {args.qat_epochs}.")
     names = parse_targets(args.targets)  # unknown targets fail before any slow work
     model = load_model(args.model)
     check_image_classifier(model)
@@ -54,12 +53,10 @@ def run(args) -> int:
         entry = manifest["targets"][name]
         io = entry.get("input") or {}
         io_text = f"{io.get('dtype')} {io.get('shape')}" if io else ""
-        print(f"  {name:<15} {entry['file']:<28} {entry['size_bytes'] / 1e6:7.2f} MB  {io_text}")
+        print(f"  {name:<15} {entry['file']:<28} {format_size(entry['size_bytes']):>10}  {io_text}")
         if name == "tflite_float16" and entry.get("gpu_compatibility"):
             print(f"  {'':<15} GPU delegate: {entry['gpu_compatibility']['summary']}")
     if "edgetpu" in names:
-        from pathlib import Path
-
         findings = check_edgetpu(Path(result["out_dir"]) / manifest["targets"]["edgetpu"]["file"])
         for line in format_findings(findings):
             print(line)

@@ -22,10 +22,10 @@ def register(subparsers) -> None:
     parser.add_argument("--labels", metavar="FILE",
                         help="class names, one a line (default: labels.txt beside MODEL, if there is one)")
     parser.add_argument("--top", metavar="K", type=int, default=3, help="classes' maps per image (default: 3)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=maps_command)
 
 
-def run(args) -> int:
+def maps_command(args) -> int:
     import nin_keras
     from nin_keras.viz import load_images, plot_confidence_maps
     from nin_keras.viz.maps import find_gap_layer, predict_probabilities

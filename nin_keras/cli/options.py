@@ -7,6 +7,9 @@ done by `nin_keras.data.load_dataset`.
 from __future__ import annotations
 
 import argparse
+import math
+
+from nin_keras.checks import describe_range, in_range
 
 # Used for `--dataset synthetic` when neither a model nor a variant says otherwise (the CIFAR preset).
 _DEFAULT_SYNTHETIC_SHAPE = (32, 32, 3)
@@ -14,18 +17,19 @@ _DEFAULT_SYNTHETIC_CLASSES = 10
 
 
 def _number(text: str, kind, *, low: float, low_inclusive: bool, high: float | None = None):
-    """Parses `text` as `kind` (int or float) within [low or (low, high); argparse reports the message."""
-    import math
+    """Parses `text` as `kind` (int or float) within [low or (low, high); argparse reports the message.
 
-    noun = "a whole number" if kind is int else "a number"
-    bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and < {high:g}" if high is not None else "")
+    The bounds are worded by `nin_keras.checks`, as the library's own argument checks word them.
+    """
+    description = describe_range("a whole number" if kind is int else "a number", low, high,
+                                 min_inclusive=low_inclusive, max_inclusive=False)
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {noun} {bound}, got {text!r}") from None
-    in_range = (value >= low if low_inclusive else value > low) and (high is None or value < high)
-    if not math.isfinite(value) or not in_range:
-        raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+    if not math.isfinite(value) or not in_range(value, low, high, min_inclusive=low_inclusive,
+                                                max_inclusive=False):
+        raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
     return value
 
 

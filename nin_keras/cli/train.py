@@ -7,6 +7,8 @@ import sys
 
 from nin_keras.cli.options import (add_data_arguments, fraction, load_data_from_args, non_negative_float,
                                    positive_float, positive_int)
+from nin_keras.choices import OPTIMIZERS, PRECISIONS, RECIPE_NAMES, SCHEDULES, STRATEGIES
+from nin_keras.formatting import safe_name
 
 EXIT_DIVERGED = 1
 
@@ -18,10 +20,6 @@ EXIT_DIVERGED = 1
 
 
 def register(subparsers) -> None:
-    # (nin_keras.models imports keras: only the handler may import it, after the CLI quiets TensorFlow)
-    from nin_keras.training.precision import PRECISIONS
-    from nin_keras.training.recipes import OPTIMIZERS, RECIPES, SCHEDULES
-    from nin_keras.training.strategy import STRATEGIES
 
     parser = subparsers.add_parser(
         "train", help="train a NIN on a dataset into a run folder (resumable)",
@@ -41,7 +39,7 @@ def register(subparsers) -> None:
                        help="the paper's network without BatchNormalization (the paper recipe then uses lr 0.01)")
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", metavar="N", type=positive_int, required=True, help="epochs of the whole run")
-    fit.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+    fit.add_argument("--recipe", choices=sorted(RECIPE_NAMES), default=None,
                      help="paper (SGD momentum 0.9, lr 0.1 with BN / 0.01 without, weight decay 1e-4, step decay "
                           "x0.1) or adam (Adam 1e-3, cosine; quick runs). Default: paper, or adam with "
                           "--optimizer adam")
@@ -78,20 +76,19 @@ def register(subparsers) -> None:
     again.add_argument("--resume", action="store_true",
                        help="continue the run in the folder from its last completed epoch")
     again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=train_command)
 
 
 def _default_name(dataset: str, variant: str) -> str:
     if dataset.startswith("folder:"):
         dataset = "folder-" + re.split(r"[\\/]", dataset[len("folder:"):].rstrip("/\\"))[-1]
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset}-{variant}").strip("._")
+    return safe_name(f"{dataset}-{variant}")
 
 
-def run(args) -> int:
+def train_command(args) -> int:
     import keras
 
-    import nin_keras
-    from nin_keras.models import get_preset
+    from nin_keras.models import build_nin, get_preset
     from nin_keras.training import TrainingDivergedError, get_strategy, train
 
     if args.variant is not None:
@@ -102,9 +99,9 @@ def run(args) -> int:
     data = load_data_from_args(args, augment=not args.no_augment, validation_split=args.validation_split)
     variant = args.variant or ("mnist" if data.input_shape[-1] == 1 else "cifar")
     preprocessing = None if str((data.info or {}).get("dtype", "uint8")) == "float32" else "rescale"
-    model = nin_keras.build_nin(data.num_classes, variant=variant, input_shape=tuple(data.input_shape),
-                                width_multiplier=args.width, batch_norm=not args.no_batch_norm,
-                                preprocessing=preprocessing)
+    model = build_nin(data.num_classes, variant=variant, input_shape=tuple(data.input_shape),
+                      width_multiplier=args.width, batch_norm=not args.no_batch_norm,
+                      preprocessing=preprocessing)
     name = args.name or _default_name(args.dataset, variant)
     try:
         result = train(

@@ -3,10 +3,10 @@
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("variants", help="list the NIN variants (presets)")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=variants_command)
 
 
-def run(args) -> int:
+def variants_command(args) -> int:
     from nin_keras.models.presets import PRESETS
 
     width = max(len(name) for name in PRESETS)

@@ -18,12 +18,15 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from nin_keras.process_state import silenced_native_stderr
+from nin_keras.checks import check_choice, check_float
 from nin_keras.data.formats import RawData
 from nin_keras.data.pipeline import split_validation
 from nin_keras.errors import InvalidInputError
+from nin_keras.process_state import silenced_native_stderr
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
 ON_BAD_IMAGE = ("fail", "skip")
@@ -48,8 +51,6 @@ def _list_files(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
 
 def _check_images(files, channels: int) -> tuple[list, list, list]:
     """Decodes every file: returns (good files, [(file, reason)] bad ones, native channel counts)."""
-    import tensorflow as tf
-
     good, bad, native_channels = [], [], []
     for path, label in files:
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -85,8 +86,6 @@ def _report_bad(bad, on_bad_image: str, root: Path) -> list[str]:
 
 def _load_with_keras(root: Path, classes, good, image_size, color_mode) -> tuple[np.ndarray, np.ndarray]:
     """Loads `good` files through image_dataset_from_directory (from a mirror of links when some were left out)."""
-    import keras
-
     def load(directory):
         dataset = keras.utils.image_dataset_from_directory(
             str(directory), labels="inferred", label_mode="int", class_names=list(classes), color_mode=color_mode,
@@ -134,10 +133,9 @@ def read_folder(path, *, seed: int = 0, on_bad_image: str = "fail", image_size=N
                 test_split: float = 0.2) -> RawData:
     """Reads `folder:PATH` into uint8 arrays (see the module docstring)."""
     del seed  # the test hold-out is fixed; the validation split (seeded) is made by load_dataset
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise ValueError(f"on_bad_image must be 'fail' or 'skip'; received {on_bad_image!r}.")
-    if color_mode is not None and color_mode not in COLOR_MODES:
-        raise ValueError(f"color_mode must be one of {', '.join(COLOR_MODES)} or None; received {color_mode!r}.")
+    check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
+    check_choice("color_mode", color_mode, (*COLOR_MODES, None))
+    test_split = check_float("test_split", test_split, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False)
     root = Path(path).expanduser()
     split_dirs = root / "train", root / "test"
     has_splits = all(d.is_dir() and _class_dirs(d) for d in split_dirs)
@@ -166,8 +164,6 @@ def read_folder(path, *, seed: int = 0, on_bad_image: str = "fail", image_size=N
         (x_train, y_train), (x_test, y_test) = arrays
         info["test_source"] = str(split_dirs[1])
     else:
-        if not 0.0 < test_split < 1.0:
-            raise ValueError(f"test_split must be in (0, 1); received {test_split!r}.")
         x, y = arrays[0]
         if len(x) < 2:
             raise InvalidInputError(f"Image folder {root} holds {len(x)} image(s); need at least 2 (train and test).")

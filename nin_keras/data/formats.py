@@ -349,7 +349,7 @@ def read_svhn_mat(path) -> tuple[np.ndarray, np.ndarray]:
     """Reads SVHN's `train_32x32.mat` / `test_32x32.mat` (label 10 means digit 0, as tensorflow-datasets maps it)."""
     path = Path(path)
     try:
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # lazy: not a declared dependency; only SVHN .mat files need it
 
         mat = loadmat(path)
         x, y = mat["X"], mat["y"]

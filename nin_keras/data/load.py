@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from nin_keras.checks import check_bool, check_choice, check_float, check_int
 from nin_keras.data import sources
 from nin_keras.data.folder import ON_BAD_IMAGE
 from nin_keras.data.pipeline import Augmentation, make_dataset, split_validation
 from nin_keras.data.preprocessing import resolve_preprocessing
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import InvalidInputError
-
-
-def _check_int(name: str, value, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer; received {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; received {value}.")
-    return int(value)
 
 
 def _check_arrays(raw, name: str, num_classes: int) -> None:
@@ -73,7 +64,10 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
         seed: seeds the validation split, shuffling, augmentation and synthetic data. Defaults to 0.
         preprocessing: None (default: raw uint8 pixels) or "gcn_zca", the paper's global contrast
             normalisation + ZCA whitening fitted on the training split only (validation hold-out excluded).
-            Images are then float32, and the model must be built with `build_nin(..., preprocessing=None)`.
+            Images are then float32, for a model built with `build_nin(..., preprocessing=None)`; such a
+            model cannot be exported (its artifacts would need whitened input). To deploy, keep the
+            whitening in the model instead: `build_nin(..., preprocessing="gcn_zca")`, then
+            `adapt_whitening(model, load_dataset(name))` on the raw pixels.
         on_bad_image: folder datasets: "fail" (default) stops at the first listing of unreadable or non-image
             files, naming them; "skip" leaves them out with a warning naming them (recorded in
             `info["skipped_files"]`).
@@ -92,15 +86,11 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
         UnsafeFileError: a CIFAR pickle that would run code.
     """
     source, extra = sources.resolve(name)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) or not (
-            0.0 <= float(validation_split) < 1.0):
-        raise ValueError(f"validation_split must be a number in [0, 1); received {validation_split!r}.")
-    if not isinstance(augment, bool):
-        raise ValueError(f"augment must be True or False; received {augment!r}.")
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise ValueError(f"on_bad_image must be 'fail' or 'skip'; received {on_bad_image!r}.")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    validation_split = check_float("validation_split", validation_split, minimum=0, maximum=1, max_inclusive=False)
+    augment = check_bool("augment", augment)
+    check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
     preprocessor = resolve_preprocessing(preprocessing)
     unknown = sorted(set(options) - set(source.options) - {"on_bad_image"})
     if unknown:
@@ -115,7 +105,7 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
     if len(raw.class_names) != num_classes:
         raw.class_names = [str(i) for i in range(num_classes)]
 
-    train_idx, val_idx = split_validation(len(raw.x_train), float(validation_split), seed)
+    train_idx, val_idx = split_validation(len(raw.x_train), validation_split, seed)
     x_train, y_train = raw.x_train[train_idx], raw.y_train[train_idx]
     x_val, y_val = raw.x_train[val_idx], raw.y_train[val_idx]
     x_test, y_test = raw.x_test, raw.y_test
@@ -126,7 +116,7 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
         "source": raw.files,
         "synthetic": False,
         "sizes": {"train": len(x_train), "validation": len(x_val), "test": len(x_test)},
-        "validation_split": float(validation_split),
+        "validation_split": validation_split,
         "seed": seed,
         "batch_size": batch_size,
         "dtype": "uint8",

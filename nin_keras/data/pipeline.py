@@ -10,6 +10,10 @@ import dataclasses
 import time
 
 import numpy as np
+import tensorflow as tf
+
+from nin_keras.checks import check_float, check_int
+from nin_keras.data.splits import DatasetSplits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +39,7 @@ class Augmentation:
 
 def split_validation(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic seeded hold-out: returns sorted (train_indices, validation_indices) of range(n)."""
-    if not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be in [0, 1); received {validation_split!r}.")
+    validation_split = check_float("validation_split", validation_split, minimum=0, maximum=1, max_inclusive=False)
     n_val = int(round(n * validation_split))
     if validation_split > 0 and n_val == 0 and n > 1:
         n_val = 1
@@ -50,8 +53,6 @@ def split_validation(n: int, validation_split: float, seed: int) -> tuple[np.nda
 
 def augment_batch(images, seed, augmentation: Augmentation):
     """Randomly translates (and flips) every image of an NHWC batch; `seed` is a stateless seed, shape (2,)."""
-    import tensorflow as tf
-
     pad = augmentation.pad
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
@@ -71,8 +72,6 @@ def augment_batch(images, seed, augmentation: Augmentation):
 def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int, shuffle: bool = False,
                  seed: int = 0, augmentation: Augmentation | None = None):
     """Returns a batched `tf.data.Dataset` of (images, int32 labels) from numpy arrays."""
-    import tensorflow as tf
-
     autotune = tf.data.AUTOTUNE
     dataset = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32))).cache()
     if shuffle:
@@ -93,12 +92,10 @@ def measure_pipeline_throughput(dataset, *, steps: int = 50, warmup: int = 2) ->
     Accepts a batched `tf.data.Dataset` of (images, labels) or a DatasetSplits (its train pipeline). The
     dataset is repeated if it has fewer than `warmup + steps` batches.
     """
-    from nin_keras.data.splits import DatasetSplits
-
     if isinstance(dataset, DatasetSplits):
         dataset = dataset.train
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1; received {steps}.")
+    steps = check_int("steps", steps, minimum=1)
+    warmup = check_int("warmup", warmup, minimum=0)
     iterator = iter(dataset.repeat())
     for _ in range(warmup):
         next(iterator)

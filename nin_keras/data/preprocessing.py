@@ -4,8 +4,14 @@ NIN (like Maxout, whose pipeline it reuses) trains CIFAR on GCN + ZCA whitened i
 `GlobalContrastNormalization(scale=55)` followed by `ZCA(filter_bias=0.1)`. Both are fitted on training
 images only and then applied unchanged to validation and test images.
 
-The result is float32 images; a model trained on them must be built with `preprocessing=None` (the
-default in-model rescaling/standardisation expects raw 0..255 pixels).
+Two ways to use it:
+
+- In the model (exported artifacts take raw pixels): `build_nin(..., preprocessing="gcn_zca")` then
+  `adapt_whitening(model, raw_training_images)`; the fitted mean and whitening matrix are weights of the
+  model's `GCNZCAWhitening` layer (nin_keras.models.whitening), saved with it.
+- On the arrays (`load_dataset(..., preprocessing="gcn_zca")`): float32 whitened images; a model trained on
+  them must be built with `preprocessing=None` and takes whitened images, so it cannot be exported as a
+  raw-pixel artifact.
 """
 
 from __future__ import annotations
@@ -15,10 +21,15 @@ import dataclasses
 import numpy as np
 
 PREPROCESSINGS = ("none", "gcn_zca")
+# pylearn2's constants for CIFAR (Maxout / NIN): GCN scale, sqrt bias and smallest divisor; ZCA filter bias.
+GCN_SCALE = 55.0
+GCN_SQRT_BIAS = 0.0
+GCN_MIN_DIVISOR = 1e-8
+ZCA_EPSILON = 0.1
 
 
-def global_contrast_normalize(images, *, scale: float = 55.0, sqrt_bias: float = 0.0,
-                              min_divisor: float = 1e-8) -> np.ndarray:
+def global_contrast_normalize(images, *, scale: float = GCN_SCALE, sqrt_bias: float = GCN_SQRT_BIAS,
+                              min_divisor: float = GCN_MIN_DIVISOR) -> np.ndarray:
     """GCN as pylearn2 does it: per image, subtract the mean, then scale its L2 norm to `scale`."""
     x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
     x = x - x.mean(axis=1, keepdims=True)
@@ -36,7 +47,7 @@ class ZCA:
         mean, matrix: fitted statistics (None until `fit`).
     """
 
-    epsilon: float = 0.1
+    epsilon: float = ZCA_EPSILON
     mean: np.ndarray | None = None
     matrix: np.ndarray | None = None
 
@@ -68,9 +79,9 @@ class ZCA:
 class GCNZCA:
     """GCN then ZCA, fitted on training images (`fit`) and applied to any split (`transform`)."""
 
-    scale: float = 55.0
-    sqrt_bias: float = 0.0
-    epsilon: float = 0.1
+    scale: float = GCN_SCALE
+    sqrt_bias: float = GCN_SQRT_BIAS
+    epsilon: float = ZCA_EPSILON
     zca: ZCA | None = None
 
     def fit(self, train_images) -> "GCNZCA":

@@ -11,10 +11,14 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+import keras
 import numpy as np
 
+from nin_keras.checks import check_int
 from nin_keras.data import formats
+from nin_keras.data.folder import read_folder
 from nin_keras.data.formats import RawData
+from nin_keras.data.pipeline import split_validation
 from nin_keras.errors import InvalidInputError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -92,8 +96,6 @@ def _mnist_like(name: str, npz: bool, subdirs: tuple, keras_module: str, class_n
 
     def read(data_dir, seed, **_):
         if data_dir is None:
-            import keras
-
             module = getattr(keras.datasets, keras_module)
             (x_train, y_train), (x_test, y_test) = _keras_load(name, expected, module.load_data)
             return RawData(x_train[..., None], y_train, x_test[..., None], y_test, class_names=list(class_names),
@@ -126,8 +128,6 @@ def _cifar(name: str, layout: formats.CifarLayout, keras_module: str, class_name
 
     def read(data_dir, seed, **_):
         if data_dir is None:
-            import keras
-
             module = getattr(keras.datasets, keras_module)
             (x_train, y_train), (x_test, y_test) = _keras_load(name, expected, module.load_data)
             return RawData(x_train, y_train.reshape(-1), x_test, y_test.reshape(-1), class_names=list(class_names),
@@ -156,7 +156,7 @@ def _read_svhn(data_dir, seed, **_):
             return RawData(x_train, y_train, x_test, y_test, class_names=list(DIGIT_CLASSES),
                            files=[str(p) for p in mats])
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # lazy: optional extra (nin-keras[svhn])
     except ImportError:
         raise MissingDependencyError(
             f"svhn_cropped needs tensorflow-datasets, which is not installed: {SVHN_EXTRA} "
@@ -183,11 +183,9 @@ DIGITS_TEST_FRACTION = 0.2
 
 def _read_digits(data_dir, seed, **_):
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # lazy: optional extra (nin-keras[demo])
     except ImportError:
         raise MissingDependencyError("The digits dataset needs scikit-learn: pip install nin-keras[demo].") from None
-    from nin_keras.data.pipeline import split_validation
-
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int64)
@@ -205,12 +203,11 @@ def _read_synthetic(data_dir, seed, *, input_shape=None, num_classes=None, size=
     input_shape = tuple(SYNTHETIC_DEFAULTS["input_shape"] if input_shape is None else input_shape)
     num_classes = SYNTHETIC_DEFAULTS["num_classes"] if num_classes is None else num_classes
     size = SYNTHETIC_DEFAULTS["size"] if size is None else size
-    if len(input_shape) != 3 or any(not isinstance(d, (int, np.integer)) or d < 1 for d in input_shape):
-        raise ValueError(f"synthetic input_shape must be (height, width, channels) >= 1; received {input_shape!r}.")
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"synthetic num_classes must be an integer >= 1; received {num_classes!r}.")
-    if not isinstance(size, (int, np.integer)) or size < 2:
-        raise ValueError(f"synthetic size (training images) must be an integer >= 2; received {size!r}.")
+    if len(input_shape) != 3:
+        raise InvalidInputError(f"synthetic input_shape must be (height, width, channels); received {input_shape!r}.")
+    input_shape = tuple(check_int(f"synthetic input_shape[{i}]", d, minimum=1) for i, d in enumerate(input_shape))
+    num_classes = check_int("synthetic num_classes", num_classes, minimum=1)
+    size = check_int("synthetic size (training images)", size, minimum=2)
     rng = np.random.default_rng(seed)
     test_size = max(1, size // 5)
     x = rng.integers(0, 256, size=(size + test_size, *input_shape), dtype=np.uint8)
@@ -222,8 +219,6 @@ def _read_synthetic(data_dir, seed, *, input_shape=None, num_classes=None, size=
 
 
 def _read_folder(data_dir, seed, *, path, **options):
-    from nin_keras.data.folder import read_folder
-
     return read_folder(path, seed=seed, **options)
 
 

@@ -27,7 +27,8 @@ class DatasetSplits:
         input_shape: (height, width, channels) of one image.
         info: extra facts worth recording in a run config (sizes, source files, preprocessing); JSON-friendly.
         preprocessor: the fitted `GCNZCA` when `preprocessing="gcn_zca"` was asked for (apply its
-            `transform` to new uint8 images before giving them to the model), else None.
+            `transform` to new uint8 images before giving them to the model, or copy it into a model's
+            `GCNZCAWhitening` layer with `set_fitted`), else None.
     """
 
     name: str

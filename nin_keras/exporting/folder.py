@@ -108,7 +108,15 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
 
 
 def check_targets_have_data(names, data) -> list[str]:
-    """Raises `InvalidInputError` if full-integer targets are asked for without data; returns those targets."""
+    """Raises `InvalidInputError` if full-integer targets are asked for without data, or with data whitened
+    outside the model (its artifacts would take whitened floats, not raw pixels); returns those targets."""
+    if getattr(data, "preprocessor", None) is not None:
+        raise InvalidInputError(
+            "The data was GCN + ZCA whitened outside the model (load_dataset(..., preprocessing='gcn_zca')), so "
+            "the model takes whitened floats, but exported artifacts take raw pixels: build the model with "
+            "build_nin(..., preprocessing='gcn_zca'), adapt_whitening(model, raw training images), train it "
+            "on raw pixels (load_dataset without preprocessing), and export that."
+        )
     needs_data = [t for t in names if EXPORT_TARGETS[t].needs_data]
     if needs_data and data is None:
         raise InvalidInputError(

@@ -9,13 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ai_edge_litert import schema_py_generated as schema
+
 from nin_keras.errors import InvalidInputError
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
 
 
 def _names(enum_class) -> dict:
@@ -24,7 +20,6 @@ def _names(enum_class) -> dict:
 
 def read_model(source):
     """Returns the unpacked flatbuffer (`ModelT`) of a .tflite path or bytes."""
-    schema = _schema()
     if isinstance(source, (bytes, bytearray)):
         data, label = bytes(source), "model bytes"
     else:
@@ -44,14 +39,14 @@ def op_name(model, operator) -> str:
     code = model.operatorCodes[operator.opcodeIndex]
     # Builtin codes above 127 live in `builtinCode`; older files carry them in `deprecatedBuiltinCode`.
     value = max(code.builtinCode, code.deprecatedBuiltinCode)
-    if value == _schema().BuiltinOperator.CUSTOM:
+    if value == schema.BuiltinOperator.CUSTOM:
         custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
         return f"CUSTOM:{custom}"
-    return _names(_schema().BuiltinOperator).get(value, f"BUILTIN_{value}")
+    return _names(schema.BuiltinOperator).get(value, f"BUILTIN_{value}")
 
 
 def tensor_dtype(tensor) -> str:
-    return _names(_schema().TensorType).get(tensor.type, f"TYPE_{tensor.type}").lower()
+    return _names(schema.TensorType).get(tensor.type, f"TYPE_{tensor.type}").lower()
 
 
 def tensor_shape(tensor) -> list[int]:

@@ -20,6 +20,7 @@ from nin_keras.models.signature import (
     has_batch_norm,
     outputs_probabilities,
 )
+from nin_keras.models.whitening import GCNZCAWhitening, adapt_whitening
 
 __all__ = [
     "CLASSES",
@@ -27,9 +28,11 @@ __all__ = [
     "INPUT_NAME",
     "PRESETS",
     "FusedBatchNormalization",
+    "GCNZCAWhitening",
     "MlpconvSpec",
     "NINPreset",
     "adapt_standardization",
+    "adapt_whitening",
     "build_nin",
     "check_arrays_fit",
     "check_data_fits",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import keras
 
+from nin_keras.checks import check_choice, check_int
 from nin_keras.models.layers import FusedBatchNormalization
 
 # Torch-port BN settings: momentum 0.9 lets moving statistics settle in short runs (Keras' 0.99 lags).
@@ -64,11 +65,8 @@ def mlpconv_block(x, filters: Sequence[int], kernel_size: int, strides: int = 1,
     filters = list(filters)
     if not filters:
         raise ValueError("filters must name at least one width, e.g. (192, 160, 96); received an empty list.")
-    for i, width in enumerate(filters):
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"filters[{i}] must be a positive int; received {width!r}.")
-    if padding not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid'; received {padding!r}.")
+    filters = [check_int(f"filters[{i}]", width, minimum=1) for i, width in enumerate(filters)]
+    check_choice("padding", padding, ("same", "valid"))
     last = len(filters) - 1
     x = conv_bn_relu(x, filters[0], kernel_size, strides=strides, padding=padding, batch_norm=batch_norm,
                      relu=final_relu or last > 0, name=f"{name}_conv{kernel_size}x{kernel_size}")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import keras
 
+from nin_keras.checks import check_choice, check_float, check_int
 from nin_keras.models.blocks import mlpconv_block
 from nin_keras.models.presets import CLASSES, MlpconvSpec, NINPreset, get_preset
+from nin_keras.models.whitening import GCNZCAWhitening
 
 POOLINGS = (None, "avg", "max")
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear", None)
-PREPROCESSINGS = ("rescale", "standardize", None)
+PREPROCESSINGS = ("rescale", "standardize", "gcn_zca", None)
 INPUT_NAME = "image"
 # Name of the layer that averages the class maps; the class-confidence maps are its input.
 GAP_LAYER_NAME = "gap"
@@ -52,8 +53,11 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
         classifier_activation: "softmax", "sigmoid", "linear" or None (logits). It always computes in
             float32, also under mixed precision. Defaults to "softmax".
         preprocessing: "rescale" (x / 255), "standardize" (a `Normalization` layer named "standardize" to
-            adapt on training data, see `adapt_standardization`) or None (the model sees raw values).
-            Defaults to "rescale".
+            adapt on training data, see `adapt_standardization`), "gcn_zca" (the paper's GCN + ZCA
+            whitening, a `GCNZCAWhitening` layer named "gcn_zca": fit it on the raw, un-augmented training
+            images with `adapt_whitening(model, images)` before training; its fitted mean and matrix are
+            saved with the model, so the model and its exports still take raw pixels) or None (the model
+            sees raw values). Defaults to "rescale".
         input_tensor: optional Keras tensor to use as the model's input.
         final_relu: ReLU after the class layer, before GAP, as in the paper. Defaults to `batch_norm`:
             on with BN; off without BN, because the paper's ReLU-before-GAP with lr 0.1 is the known cause of
@@ -64,16 +68,12 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
         A `keras.Model`.
     """
     preset = get_preset(variant)
-    _check_num_classes(num_classes)
-    _check_choice("pooling", pooling, POOLINGS)
-    _check_choice("classifier_activation", classifier_activation, CLASSIFIER_ACTIVATIONS)
-    _check_choice("preprocessing", preprocessing, PREPROCESSINGS)
-    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, numbers.Real) \
-            or not math.isfinite(width_multiplier) or width_multiplier <= 0:
-        raise ValueError(f"width_multiplier must be a positive number; received {width_multiplier!r}.")
-    if isinstance(dropout_rate, bool) or not isinstance(dropout_rate, numbers.Real) \
-            or not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be in [0, 1); received {dropout_rate!r}.")
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    check_choice("pooling", pooling, POOLINGS)
+    check_choice("classifier_activation", classifier_activation, CLASSIFIER_ACTIVATIONS)
+    check_choice("preprocessing", preprocessing, PREPROCESSINGS)
+    width_multiplier = check_float("width_multiplier", width_multiplier, minimum=0, min_inclusive=False)
+    dropout_rate = check_float("dropout_rate", dropout_rate, minimum=0, maximum=1, max_inclusive=False)
     if include_top and pooling is not None:
         raise ValueError(
             f"pooling={pooling!r} only applies with include_top=False (with the top, GAP is the pooling)."
@@ -92,6 +92,8 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
         x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
     elif preprocessing == "standardize":
         x = keras.layers.Normalization(axis=-1, name="standardize")(x)
+    elif preprocessing == "gcn_zca":
+        x = GCNZCAWhitening(dtype="float32", name="gcn_zca")(x)
 
     blocks = preset.blocks if include_top else _drop_class_layers(preset.blocks)
     for index, spec in enumerate(blocks, start=1):
@@ -207,11 +209,8 @@ def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[
             f"input_shape must have rank 3, (height, width, channels); received {shape!r} "
             f"(rank {len(shape)})."
         )
-    for value in shape:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(
-                f"input_shape entries must be positive integers (static shapes); received {shape!r}."
-            )
+    shape = tuple(check_int(f"input_shape {shape!r}: each entry (a static size)", value, minimum=1)
+                  for value in shape)
     height, width, _ = shape
     minimum = minimum_input_size(preset.name)
     if min(height, width) < minimum:
@@ -221,13 +220,3 @@ def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[
         )
     return tuple(int(v) for v in shape)
 
-
-def _check_num_classes(num_classes) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1; received {num_classes!r}.")
-
-
-def _check_choice(argument: str, value, allowed) -> None:
-    if value not in allowed:
-        names = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"Unknown {argument} {value!r}. Allowed: {names}.")

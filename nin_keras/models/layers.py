@@ -10,6 +10,7 @@ Anything else (other backends, other ranks, masks, renorm, synchronized BN) fall
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
@@ -38,8 +39,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if not self._can_fuse(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
         # The fused kernel takes float16/bfloat16 x with float32 statistics: no upcast of activations.
         x = inputs if inputs.dtype in (tf.float16, tf.bfloat16) else tf.cast(inputs, tf.float32)
         channels = inputs.shape[-1]

@@ -5,12 +5,15 @@ Each preset is a list of mlpconv blocks. A block is one k x k convolution follow
 `CLASSES` in a block's widths stands for "num_classes": such a layer is the classifier and is never
 scaled by `width_multiplier` and is dropped by `include_top=False`.
 
-Adding a variant means adding an entry to `PRESETS`; the builder reads nothing else.
+Adding a variant means adding an entry to `PRESETS` (and its name to `nin_keras.choices.VARIANT_NAMES`, which
+the CLI reads without importing Keras); the builder reads nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from nin_keras.choices import VARIANT_NAMES, check_same
 
 CLASSES = "classes"
 
@@ -115,6 +118,8 @@ PRESETS: dict[str, NINPreset] = {
         reference="Zhang et al. Dive into Deep Learning, section 8.3 (Network in Network).",
     ),
 }
+
+check_same("variants", PRESETS, VARIANT_NAMES)
 
 
 def list_variants() -> dict[str, str]:

@@ -115,7 +115,7 @@ def check_arrays_fit(model, images, labels=None) -> None:
         raise IncompatibleModelError(
             f"Images must be a 4-D array (count, height, width, channels); received shape {images.shape}."
         )
-    _check_shape(model, images.shape[1:], "the images")
+    _check_shape(model, images.shape[1:], "the arrays")
     if len(images) == 0:
         raise InvalidInputError("The data holds no images.")
     if labels is None:
@@ -154,7 +154,7 @@ def _check_shape(model, data_shape, what: str) -> None:
     fix = (tuple(m if d is None else d for d, m in zip(data_shape, model_shape)) if len(data_shape) == 3
            else model_shape)
     raise IncompatibleModelError(
-        f"Model {model.name!r} takes {fmt(model_shape)} images but {what} has {fmt(data_shape)} images "
+        f"Model {model.name!r} takes {fmt(model_shape)} images but got {fmt(data_shape)} images from {what} "
         f"(height x width x channels). Use a model built for this data: build_nin(num_classes={model_classes}, "
         f"input_shape={fix})."
     )

@@ -3,8 +3,9 @@
 tfmot supports only tf_keras. `quantize_aware` rebuilds the model as a tf_keras twin (`to_tf_keras`: same
 layers from the model's own configuration, same weights), annotates the layers tfmot's default scheme knows
 (convolutions with their BatchNormalization folded in, ReLU, pooling, GAP, softmax), leaves the
-preprocessing layers (Rescaling/Normalization) as float layers in front of the quantized body (the converter
-folds them into the first convolution), fine-tunes, and returns a `QATModel` that the exporter converts.
+preprocessing layers (Rescaling/Normalization, folded by the converter into the first convolution, and the
+GCN + ZCA whitening, quantized after training from the calibration images) as float layers in front of the
+quantized body, fine-tunes, and returns a `QATModel` that the exporter converts.
 
 The caller's process is left as it was: `TF_USE_LEGACY_KERAS` (which importing tfmot sets to "1") is
 restored, `tf.keras` stays Keras 3, and Keras 3 models keep building and training.
@@ -28,7 +29,7 @@ from nin_keras.quantization.twin import to_tf_keras
 
 DEFAULT_LEARNING_RATE = 1e-4
 # Layers kept in float in front of the quantized body (tfmot's default scheme has no config for them).
-_FLOAT_LAYERS = ("InputLayer", "Rescaling", "Normalization")
+_FLOAT_LAYERS = ("InputLayer", "Rescaling", "Normalization", "GCNZCAWhitening")
 # Layers whose int8 kernels require the output to share the input's scale: quantizing their output
 # separately would make the converter insert a requantize (QUANTIZE int8 -> int8) op after them.
 _PASS_THROUGH_LAYERS = ("AveragePooling2D", "MaxPooling2D", "Dropout")

@@ -11,15 +11,20 @@ Only layers with an exact tf_keras counterpart are translated (the ones NIN is m
 
 from __future__ import annotations
 
+import functools
+
+import keras
 import numpy as np
 
 from nin_keras.errors import IncompatibleModelError
+from nin_keras.models.whitening import gcn_zca_whiten
 
 # Keras 3 class name -> function(layer, config) -> tf_keras layer. BatchNormalization subclasses (nin_keras'
 # FusedBatchNormalization) map to tf_keras BatchNormalization: same weights, same inference maths.
 SUPPORTED_LAYERS = (
     "InputLayer", "Rescaling", "Normalization", "Conv2D", "BatchNormalization", "FusedBatchNormalization",
     "ReLU", "Activation", "MaxPooling2D", "AveragePooling2D", "Dropout", "GlobalAveragePooling2D",
+    "GCNZCAWhitening",
 )
 
 # Activations that have the same name and meaning in Keras 3 and tf_keras.
@@ -45,8 +50,7 @@ def to_tf_keras(model, *, check: bool = True, atol: float = 1e-5, seed: int = 0)
         IncompatibleModelError: a layer without a tf_keras translation, a layer used twice, several inputs
             or outputs, or a twin whose outputs differ from the model's.
     """
-    import keras
-    import tf_keras
+    import tf_keras  # lazy: Keras 2, tfmot's side of the bridge; loaded only when a twin is built
 
     if not isinstance(model, keras.Model) or not hasattr(model, "_operations") or not model.inputs:
         raise IncompatibleModelError(
@@ -211,6 +215,10 @@ def _translate(layer, tf_keras):
                               name=name)
     if kind == "GlobalAveragePooling2D":
         return layers.GlobalAveragePooling2D(keepdims=config.get("keepdims", False), name=name)
+    if kind == "GCNZCAWhitening":
+        return _whitening_twin_class(tf_keras)(image_shape=layer.image_shape, scale=config["scale"],
+                                               sqrt_bias=config["sqrt_bias"], min_divisor=config["min_divisor"],
+                                               name=name)
     _refuse(layer, f"no tf_keras translation (supported: {', '.join(SUPPORTED_LAYERS)})")
 
 
@@ -227,3 +235,36 @@ def _copy_weights(layer, twin_layer) -> None:
         )
     if weights:
         twin_layer.set_weights(weights)
+
+
+@functools.cache
+def _whitening_twin_class(tf_keras):
+    """The tf_keras counterpart of `GCNZCAWhitening` (same weights, same maths), defined once tf_keras is loaded.
+
+    Registered under its Keras 3 name, so tfmot's clone-and-rebuild of the twin finds it; the QAT scheme keeps it
+    in float in front of the quantized body, like Rescaling.
+    """
+
+    @tf_keras.saving.register_keras_serializable(package="nin_keras")
+    class GCNZCAWhitening(tf_keras.layers.Layer):
+        def __init__(self, image_shape, scale, sqrt_bias, min_divisor, **kwargs):
+            super().__init__(**kwargs)
+            self.image_shape = tuple(int(d) for d in image_shape)
+            self.scale, self.sqrt_bias, self.min_divisor = float(scale), float(sqrt_bias), float(min_divisor)
+
+        def build(self, input_shape):
+            features = int(np.prod(self.image_shape))
+            self.mean = self.add_weight(name="mean", shape=(features,), initializer="zeros", trainable=False)
+            self.matrix = self.add_weight(name="matrix", shape=(features, features), initializer="zeros",
+                                          trainable=False)
+            super().build(input_shape)
+
+        def call(self, inputs):
+            return gcn_zca_whiten(inputs, self.mean, self.matrix, image_shape=self.image_shape, scale=self.scale,
+                                  sqrt_bias=self.sqrt_bias, min_divisor=self.min_divisor)
+
+        def get_config(self):
+            return {**super().get_config(), "image_shape": list(self.image_shape), "scale": self.scale,
+                    "sqrt_bias": self.sqrt_bias, "min_divisor": self.min_divisor}
+
+    return GCNZCAWhitening

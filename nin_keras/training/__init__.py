@@ -1,17 +1,29 @@
 """Stage 3 of the data flow: training (`train`), its recipes, precision and strategy choices, and a benchmark.
 
-- `train(model, data, *, epochs, ...)`: `model.fit` into a resumable run folder (see `nin_keras.training.run`).
-- `RECIPES`: "paper", "paper_no_bn", "adam" as data (`nin_keras.training.recipes`).
+- `train(model, data, *, epochs, ...)`: `model.fit` into a resumable run folder.
+- `RECIPES`: "paper", "paper_no_bn", "adam" as data.
 - `choose_precision("auto")`: float32 / mixed_bfloat16 / mixed_float16 for this machine, with the reason.
 - `get_strategy("auto")`: one device, MirroredStrategy or MultiWorkerMirroredStrategy, with the reason.
 - `benchmark_training(...)`: training images/s of a NIN on synthetic data.
+
+Modules, one job each:
+
+- `trainer`: `train`, `TrainingResult`, `TrainingDivergedError`: the steps below, in order.
+- `inputs`: the data `train` accepts as train/validation/test pipelines for `fit` (steps per epoch, one-hot
+  labels for label smoothing, sharding across workers).
+- `run_folder`: `RunFolder`: the run folder's files, the resume/overwrite rules, config.json.
+- `setup`: the model to fit: rebuilt under the precision in the strategy's scope, optimizer, loss, metrics.
+- `callbacks`: NaN guard, atomic backup (resume), best-model saver, history.csv.
+- `summary`: the end of a run: the saved model and its test metrics, curves, how it ended.
+- `recipes`, `precision`, `strategy`: the choices, as data and with their reasons.
+- `benchmark`: `benchmark_training`.
 """
 
 from nin_keras.training.benchmark import benchmark_training
 from nin_keras.training.precision import PRECISIONS, PrecisionChoice, choose_precision, clone_with_policy
 from nin_keras.training.recipes import RECIPES, Recipe
-from nin_keras.training.run import TrainingDivergedError, TrainingResult, train
 from nin_keras.training.strategy import STRATEGIES, StrategyChoice, get_strategy
+from nin_keras.training.trainer import TrainingDivergedError, TrainingResult, train
 
 __all__ = [
     "PRECISIONS",

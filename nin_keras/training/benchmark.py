@@ -11,33 +11,22 @@ read back, so the timing covers finished work.
 
 from __future__ import annotations
 
-import numbers
 import statistics
 import time
 
+import keras
+import numpy as np
+import tensorflow as tf
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}.")
-    return int(value)
-
-
-def device_description() -> str:
-    """"GPU: <name>" for the first GPU TensorFlow sees, else "CPU: <model> (<n> cores)"."""
-    from nin_keras.training.run import device_facts
-
-    facts = device_facts()
-    if facts["gpus"]:
-        return f"GPU: {facts['gpus'][0]}" + (f" (+{len(facts['gpus']) - 1} more)" if len(facts["gpus"]) > 1 else "")
-    return f"CPU: {facts['cpu']} ({facts['cpu_count']} cores)"
+from nin_keras.checks import check_int
+from nin_keras.machine import describe_device
+from nin_keras.models import build_nin, get_preset
+from nin_keras.models.layers import FusedBatchNormalization
+from nin_keras.training.precision import choose_precision, clone_with_policy, dtype_policy_scope
 
 
 def plain_batch_norm(layer, config):
     """`clone_with_policy` hook: stock keras BatchNormalization in place of FusedBatchNormalization."""
-    import keras
-
-    from nin_keras.models.layers import FusedBatchNormalization
-
     if isinstance(layer, FusedBatchNormalization):
         return keras.layers.BatchNormalization.from_config(config)
     return None
@@ -62,17 +51,10 @@ def benchmark_training(*, variant="cifar", batch_size=128, steps=30, warmup_step
         A dict: train_images_per_s, precision, precision_reason, variant, batch_size, steps, warmup_steps,
         device, step_ms_median, seconds, width_multiplier, batch_norm, fused_batch_norm, jit_compile, params.
     """
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from nin_keras.models import build_nin, get_preset
-    from nin_keras.training.precision import choose_precision, clone_with_policy, dtype_policy_scope
-
     get_preset(variant)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    steps = _check_int("steps", steps, 1)
-    warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    steps = check_int("steps", steps, minimum=1)
+    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
     choice = choose_precision(precision)
 
     with dtype_policy_scope("float32"):
@@ -113,7 +95,7 @@ def benchmark_training(*, variant="cifar", batch_size=128, steps=30, warmup_step
         "batch_size": batch_size,
         "steps": steps,
         "warmup_steps": warmup_steps,
-        "device": device_description(),
+        "device": describe_device(),
         "step_ms_median": statistics.median(step_ms),
         "seconds": elapsed,
         "width_multiplier": float(width_multiplier),

@@ -9,21 +9,29 @@
   of the model and saves that atomically, so model.keras predicts in float32 whatever precision trained it.
 * `HistoryCSV` replaces `CSVLogger`: it rewrites history.csv atomically each epoch and, when a run resumes,
   keeps the rows of the epochs before the resumed one.
+
+`run_callbacks` puts them together for one session of a run, starting from the backup when it resumes.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import importlib.util
 import io
 import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import keras
 
 from nin_keras._atomic import atomic_path, write_json, write_text
+from nin_keras.checks import check_choice
+from nin_keras.errors import InvalidInputError
+from nin_keras.models.io import save_model
 
 
 def _finite(value) -> bool:
@@ -158,10 +166,8 @@ class BestModelSaver(keras.callbacks.Callback):
         self.path = Path(path)
         self.twin = twin
         self.monitor = monitor
-        if mode == "auto":
+        if check_choice("mode", mode, ("max", "min", "auto")) == "auto":
             mode = "max" if ("acc" in monitor or "auc" in monitor) else "min"
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max', 'min' or 'auto'; received {mode!r}.")
         self.mode = mode
         # Ties of an accuracy-like metric are broken by the matching loss (val_accuracy -> val_loss).
         self.tie_breaker = re.sub(r"(accuracy|acc)$", "loss", monitor) if mode == "max" else None
@@ -189,33 +195,10 @@ class BestModelSaver(keras.callbacks.Callback):
             raise ValueError(f"Cannot monitor {self.monitor!r}: the epoch logs have {available}.")
         if not all(_finite(v) for v in logs.values()) or not self._better(float(value), logs):
             return
-        from nin_keras.models.io import save_model
-
         self.twin.set_weights(self.model.get_weights())
         save_model(self.twin, self.path)
         self.best, self.best_epoch = float(value), epoch + 1
         self.best_logs = {k: float(v) for k, v in logs.items() if _finite(v)}
-
-
-def read_history_csv(path) -> list[dict]:
-    """Rows of a history.csv written by `HistoryCSV` (numbers as floats, `epoch` as int)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            parsed = {}
-            for key, value in row.items():
-                if key is None or value in (None, ""):
-                    continue
-                try:
-                    parsed[key] = int(value) if key == "epoch" else float(value)
-                except ValueError:
-                    continue
-            if "epoch" in parsed:
-                rows.append(parsed)
-    return rows
 
 
 def history_from_rows(rows: list[dict]) -> dict[str, list[float]]:
@@ -279,3 +262,79 @@ def tensorboard_callback(log_dir):
     os.makedirs(log_dir, exist_ok=True)
     return keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False,
                                        update_freq="epoch", profile_batch=0)
+
+
+def tensorboard_wanted(value) -> bool:
+    """Resolves `train`'s tensorboard argument: True, False, or "auto" (when the package is installed).
+
+    Raises:
+        InvalidInputError: another value, or True without the tensorboard package.
+    """
+    check_choice("tensorboard", value, (True, False, "auto"))
+    installed = importlib.util.find_spec("tensorboard") is not None  # TensorFlow no longer depends on it
+    if value is True and not installed:
+        raise InvalidInputError("tensorboard=True needs the tensorboard package: pip install tensorboard "
+                         "(or pass tensorboard=False / --no-tensorboard).")
+    return installed if value == "auto" else bool(value)
+
+
+@dataclasses.dataclass
+class RunCallbacks:
+    """The callbacks of one session of a run (`callbacks`, in order) and the epoch it starts after."""
+
+    guard: NaNGuard
+    history: HistoryCSV
+    saver: BestModelSaver
+    callbacks: list
+    initial_epoch: int
+
+    @property
+    def best(self) -> dict | None:
+        """{"epoch", "monitor", "value", "metrics"} of the saved model, or None when none was saved."""
+        saver = self.saver
+        if saver.best is None:
+            return None
+        return {"epoch": saver.best_epoch, "monitor": saver.monitor, "value": saver.best, "metrics": saver.best_logs}
+
+
+def run_callbacks(paths: dict, twin, *, monitor: str, resume: bool, early_stopping: int | None,
+                  tensorboard: bool, extra=None) -> RunCallbacks:
+    """NaN guard, history.csv, best model, backup (and TensorBoard, early stopping, `extra`) for a run folder.
+
+    Args:
+        paths: the run folder's paths (`RunFolder.paths`).
+        twin: the float32 model `BestModelSaver` saves.
+        monitor: the metric that picks the best model.
+        resume: start from the backup's history and best model (a run without a backup starts at epoch 1).
+        early_stopping: patience in epochs, or None.
+        tensorboard: write TensorBoard logs to paths["logs"].
+        extra: the caller's own callbacks, run last.
+    """
+    backup_meta = read_backup_metadata(paths["backup"]) if resume else None
+    rows = list(backup_meta.get("history", [])) if backup_meta else []
+    best_prev = (backup_meta or {}).get("best") or {}
+    initial_epoch = int(backup_meta["epoch"]) if backup_meta else 0
+    if resume and backup_meta is None:
+        warnings.warn(f"{paths['backup'].parent} has no backup (no epoch had finished): starting the run from "
+                      "epoch 1.", stacklevel=3)
+
+    guard = NaNGuard()
+    history = HistoryCSV(paths["history"], rows=rows)
+    saver = BestModelSaver(paths["model"], twin, monitor=monitor, guard=guard, best=best_prev.get("value"),
+                           best_epoch=best_prev.get("epoch"))
+    if best_prev.get("metrics"):
+        saver.best_logs = dict(best_prev["metrics"])
+
+    def backup_state():  # read after `history` and `saver` have seen the epoch (the backup comes after them)
+        return {"history": history.rows,
+                "best": {"epoch": saver.best_epoch, "value": saver.best, "monitor": monitor,
+                         "metrics": saver.best_logs}}
+
+    backup = AtomicBackupAndRestore(paths["backup"], guard=guard, extra_state=backup_state)
+    callbacks = [guard, history, saver, backup]
+    if tensorboard:
+        callbacks.append(tensorboard_callback(paths["logs"]))
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping, mode=saver.mode))
+    callbacks.extend(extra or [])
+    return RunCallbacks(guard, history, saver, callbacks, initial_epoch)

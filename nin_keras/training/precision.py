@@ -21,10 +21,13 @@ import contextlib
 import dataclasses
 import os
 
+import keras
+import tensorflow as tf
+
+from nin_keras.checks import check_choice
+from nin_keras.choices import PRECISIONS
 # Imported under a module-level name so tests can stand in another CPU.
 from nin_keras.machine import cpu_flags as _cpu_flags
-
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +46,8 @@ class PrecisionChoice:
         return dataclasses.asdict(self)
 
 
-
 def _gpu_compute_capabilities() -> list[tuple[str, tuple[int, int] | None]]:
     """(name, compute capability) of each GPU TensorFlow sees."""
-    import tensorflow as tf
-
     gpus = []
     for device in tf.config.list_physical_devices("GPU"):
         try:
@@ -76,8 +76,7 @@ def choose_precision(requested: str = "auto") -> PrecisionChoice:
     Raises:
         ValueError: an unknown precision.
     """
-    if requested not in PRECISIONS:
-        raise ValueError(f"Unknown precision {requested!r}. Allowed: {', '.join(PRECISIONS)}.")
+    check_choice("precision", requested, PRECISIONS)
     if requested != "auto":
         reason = "asked for"
         if requested == "mixed_float16" and not _gpu_compute_capabilities():
@@ -129,8 +128,6 @@ def choose_precision(requested: str = "auto") -> PrecisionChoice:
 @contextlib.contextmanager
 def dtype_policy_scope(policy):
     """Sets Keras' global dtype policy for the block, then restores the caller's policy."""
-    import keras
-
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
@@ -162,8 +159,6 @@ def clone_with_policy(model, policy: str, *, replace_layer=None):
     Raises:
         ValueError: the model cannot be cloned (a subclassed model).
     """
-    import keras
-
     output_layers = set()
     for tensor in getattr(model, "outputs", None) or []:
         history = getattr(tensor, "_keras_history", None)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("step", "cosine", "constant")
+import keras
+
+from nin_keras.checks import check_choice, check_float
+from nin_keras.choices import OPTIMIZERS, RECIPE_NAMES, SCHEDULES, check_same
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,7 @@ RECIPES: dict[str, Recipe] = {
         description="Adam lr 1e-3 with cosine decay: quick runs",
     ),
 }
+check_same("recipes", RECIPES, RECIPE_NAMES)
 
 
 def get_recipe(name: str) -> Recipe:
@@ -81,10 +85,10 @@ def resolve_recipe(recipe: str | Recipe | None, *, has_batch_norm: bool, optimiz
 
     Without a recipe: "paper" when `optimizer` is "sgd" or not given, "adam" when it is "adam".
     """
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}. Allowed: {', '.join(OPTIMIZERS)}.")
-    if schedule is not None and schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {schedule!r}. Allowed: {', '.join(SCHEDULES)}.")
+    if optimizer is not None:
+        check_choice("optimizer", optimizer, OPTIMIZERS)
+    if schedule is not None:
+        check_choice("schedule", schedule, SCHEDULES)
     note = ""
     if recipe is None:
         recipe = "adam" if optimizer == "adam" else "paper"
@@ -97,13 +101,8 @@ def resolve_recipe(recipe: str | Recipe | None, *, has_batch_norm: bool, optimiz
         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
         schedule=schedule).items() if value is not None}
     for key in ("learning_rate", "weight_decay", "momentum"):
-        if key in overrides:
-            value = overrides[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 \
-                    or (key == "learning_rate" and value == 0) or value == float("inf"):
-                raise ValueError(f"{key} must be a finite number {'> 0' if key == 'learning_rate' else '>= 0'}; "
-                                 f"received {value!r}.")
-            overrides[key] = float(value)
+        if key in overrides:  # the learning rate must be > 0, weight decay and momentum >= 0
+            overrides[key] = check_float(key, overrides[key], minimum=0, min_inclusive=key != "learning_rate")
     if overrides:
         recipe = dataclasses.replace(recipe, **overrides)
     return recipe, note
@@ -111,8 +110,6 @@ def resolve_recipe(recipe: str | Recipe | None, *, has_batch_norm: bool, optimiz
 
 def make_schedule(recipe: Recipe, total_steps: int):
     """A Keras learning-rate schedule (or a float for "constant") over `total_steps` optimizer steps."""
-    import keras
-
     total_steps = max(1, int(total_steps))
     if recipe.schedule == "constant":
         return float(recipe.learning_rate)
@@ -128,8 +125,6 @@ def make_schedule(recipe: Recipe, total_steps: int):
 
 def make_optimizer(recipe: Recipe, total_steps: int):
     """The Keras optimizer a recipe describes, with its schedule over `total_steps`."""
-    import keras
-
     schedule = make_schedule(recipe, total_steps)
     weight_decay = float(recipe.weight_decay) or None
     if recipe.optimizer == "sgd":

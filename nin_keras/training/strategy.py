@@ -9,6 +9,9 @@
 * "auto": multiworker when TF_CONFIG lists several workers, mirrored with two or more GPUs, else one.
 
 Batches from the data pipeline are global batches: each of N replicas computes on batch_size / N examples.
+
+`resolve_strategy` turns `train`'s strategy argument (a name, a `StrategyChoice` or a strategy) into a choice;
+`patch_for_multiworker` works around Keras 3's multi-worker problems on a compiled model.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import dataclasses
 import json
 import os
 
-STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+import tensorflow as tf
+
+from nin_keras.checks import check_choice
+from nin_keras.choices import STRATEGIES
+
 
 # TensorFlow allows one MultiWorkerMirroredStrategy per process (collectives are configured once).
 _MULTIWORKER = None
@@ -100,10 +107,7 @@ def get_strategy(name: str = "auto") -> StrategyChoice:
     Raises:
         ValueError: an unknown name, or "multiworker" without a usable TF_CONFIG, or created too late.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}. Allowed: {', '.join(STRATEGIES)}.")
-    import tensorflow as tf
-
+    check_choice("strategy", name, STRATEGIES)
     requested = name
     if name == "auto":
         if _num_tf_config_workers() > 1:
@@ -136,8 +140,6 @@ def get_strategy(name: str = "auto") -> StrategyChoice:
 
 def _multiworker(requested: str) -> StrategyChoice:
     global _MULTIWORKER
-    import tensorflow as tf
-
     config = read_tf_config()
     if config is None:
         raise ValueError(
@@ -167,8 +169,6 @@ def _multiworker(requested: str) -> StrategyChoice:
 
 def describe_strategy(strategy) -> StrategyChoice:
     """Wraps a `tf.distribute.Strategy` you created in a `StrategyChoice` (role from TF_CONFIG if multi-worker)."""
-    import tensorflow as tf
-
     name = type(strategy).__name__
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         config = read_tf_config()
@@ -179,3 +179,42 @@ def describe_strategy(strategy) -> StrategyChoice:
     short = "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else name
     return StrategyChoice(strategy, short, "given", f"{name} passed in",
                           num_replicas=strategy.num_replicas_in_sync)
+
+
+def resolve_strategy(strategy) -> StrategyChoice:
+    """`train`'s strategy argument as a `StrategyChoice`: a name (see `get_strategy`), a choice, or a strategy.
+
+    A MultiWorkerMirroredStrategy must exist before any other TensorFlow op, so callers create it first and
+    pass it (or its choice) in.
+    """
+    if isinstance(strategy, StrategyChoice):
+        return strategy
+    if isinstance(strategy, tf.distribute.Strategy):
+        return describe_strategy(strategy)
+    return get_strategy(strategy)
+
+
+def patch_for_multiworker(model, element_spec) -> None:
+    """Works around two Keras 3 problems under MultiWorkerMirroredStrategy (Keras 3.15, TF 2.21).
+
+    1. `fit`/`evaluate` first all-reduce one input batch across workers to build the model symbolically
+       (`TFTrainer._maybe_symbolic_build`); the collective reduce of the nested (images, labels) structure
+       fails ("Attempt to convert a value (PerReplica...) to a Tensor"). We build from the dataset's element
+       spec instead and skip that step.
+    2. The step's logs are reduced with `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars
+       ("Invalid reduction dimension 0 for input with 0 dimensions"). The steps return each log as a
+       1-element vector, which that reduction turns back into a scalar (the mean over workers).
+    """
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    def vector_logs(step):
+        def wrapped(data):
+            logs = step(data)
+            return {key: tf.reshape(value, [1]) for key, value in logs.items()}
+
+        return wrapped
+
+    model.train_step = vector_logs(model.train_step)
+    model.test_step = vector_logs(model.test_step)

@@ -3,15 +3,17 @@
 - `load_artifact(path_or_model)`: the one loader of .keras, SavedModel and .tflite artifacts (any I/O type).
 - `evaluate(artifact, data)`: accuracy, and top-1 agreement with a reference model.
 - `benchmark_inference(artifact)`: batch-1 latency and batched throughput on this machine.
+- `benchmark_interleaved({name: artifact})`: batch-1 latency of several artifacts, timed interleaved over
+  rounds (order alternating) and compared by medians: fair on a noisy machine.
 - `verify_export(out_dir, data)`: all of it for an export folder, written to report.json and report.md.
 - `Predictor(artifact)`: thread-safe predictions from Python.
 """
 
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import evaluate
-from nin_keras.verification.latency import benchmark_inference
+from nin_keras.verification.latency import benchmark_inference, benchmark_interleaved
 from nin_keras.verification.predictor import Predictor
 from nin_keras.verification.report import ROW_KEYS, discover_artifacts, verify_export
 
-__all__ = ["ROW_KEYS", "Predictor", "benchmark_inference", "discover_artifacts", "evaluate", "load_artifact",
-           "verify_export"]
+__all__ = ["ROW_KEYS", "Predictor", "benchmark_inference", "benchmark_interleaved", "discover_artifacts", "evaluate",
+           "load_artifact", "verify_export"]

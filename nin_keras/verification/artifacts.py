@@ -20,15 +20,20 @@ dynamic-range, int8 or uint8 I/O; dynamic batch or static batch 1).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
 from nin_keras._atomic import folder_size
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
+from nin_keras.models import check_image_classifier, load_model
+from nin_keras.process_state import silenced_native_stderr
 
 ACCEPTED = (
     "a keras.Model, a .keras file, a SavedModel folder (holding saved_model.pb, or numbered version folders "
@@ -70,8 +75,6 @@ def load_artifact(artifact, *, num_threads: int | None = None):
     if suffix == ".tflite":
         return TFLiteRunner(path, num_threads=num_threads)
     if suffix == ".keras":
-        from nin_keras.models import load_model
-
         return KerasRunner(load_model(path), path=path)
     raise InvalidInputError(f"Unknown artifact type: {path} (suffix {suffix or 'none'!r}). Accepted: {ACCEPTED}.")
 
@@ -164,10 +167,6 @@ class KerasRunner(Runner):
     thread_safe = True
 
     def __init__(self, model, *, path=None):
-        import tensorflow as tf
-
-        from nin_keras.models import check_image_classifier
-
         input_shape, num_classes = check_image_classifier(model)
         self.model = model
         dtype = getattr(model.inputs[0], "dtype", "float32")
@@ -190,8 +189,6 @@ class KerasRunner(Runner):
         )
 
     def _run(self, batch):
-        import tensorflow as tf
-
         x = tf.convert_to_tensor(_cast_for(batch, self._dtype.as_numpy_dtype))
         return np.asarray(self._fn(x), dtype=np.float32)
 
@@ -202,10 +199,6 @@ def _trace_keras_model(model, spec):
     Traced here rather than on first call so that TensorFlow's "frequent retracing" warning (it counts traces
     of the same Python code across model objects) does not fire when several models are loaded in a process.
     """
-    import logging
-
-    import tensorflow as tf
-
     logger = logging.getLogger("tensorflow")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -242,8 +235,6 @@ class SavedModelRunner(Runner):
     thread_safe = True
 
     def __init__(self, path):
-        import tensorflow as tf
-
         given = Path(path)
         folder = resolve_saved_model_dir(given)
         try:
@@ -297,8 +288,6 @@ class SavedModelRunner(Runner):
         )
 
     def _run(self, batch):
-        import tensorflow as tf
-
         x = tf.convert_to_tensor(_cast_for(batch, self._dtype.as_numpy_dtype))
         return np.asarray(self._signature(**{self._input_key: x})[self._output_key], dtype=np.float32)
 
@@ -462,10 +451,6 @@ _INTERPRETER_LOCK = threading.Lock()
 
 
 def _make_interpreter(path, content, num_threads):
-    from ai_edge_litert.interpreter import Interpreter
-
-    from nin_keras.process_state import silenced_native_stderr
-
     try:
         # The runtime logs "Created TensorFlow Lite XNNPACK delegate" from C++: dropped when the CLI is quiet.
         with _INTERPRETER_LOCK, silenced_native_stderr():

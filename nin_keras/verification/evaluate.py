@@ -11,7 +11,11 @@ import sys
 import time
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nin_keras.checks import check_int
+from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.verification.artifacts import load_artifact
 
@@ -65,14 +69,8 @@ class EvalData:
     """The test examples of any accepted data form, as a re-iterable stream of numpy batches."""
 
     def __init__(self, data, *, limit=None, batch_size=64):
-        from nin_keras.data.splits import DatasetSplits
-
-        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-            raise InvalidInputError(f"limit must be >= 1 (or None for all); received {limit!r}.")
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise InvalidInputError(f"batch_size must be >= 1; received {batch_size!r}.")
-        self.limit = None if limit is None else int(limit)
-        self.batch_size = int(batch_size)
+        self.limit = check_int("limit (None for all)", limit, minimum=1, allow_none=True)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.num_classes = data.num_classes if isinstance(data, DatasetSplits) else None
         self.name = data.name if isinstance(data, DatasetSplits) else None
         if isinstance(data, DatasetSplits):
@@ -241,9 +239,6 @@ def progress_bar(total, description: str, *, enabled: bool = True):
     if not enabled:
         yield lambda n: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     console = Console(file=sys.stderr)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as bar:

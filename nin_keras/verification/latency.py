@@ -1,13 +1,22 @@
-"""`benchmark_inference(artifact)`: batch-1 latency and batched throughput of any artifact on this machine."""
+"""Inference timing of artifacts on this machine.
+
+- `benchmark_inference(artifact)`: batch-1 latency and batched throughput of one artifact.
+- `benchmark_interleaved({name: artifact})`: batch-1 latency of several artifacts compared fairly on a noisy
+  machine: timed in rounds, each round times every artifact once (order alternating), medians over rounds.
+"""
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable, Mapping
 
 import numpy as np
+import tensorflow as tf
 
-from nin_keras.machine import available_cores
+from nin_keras.checks import check_int
 from nin_keras.errors import InvalidInputError
+from nin_keras.machine import available_cores
 from nin_keras.verification.artifacts import Runner, load_artifact
 
 
@@ -34,16 +43,112 @@ def benchmark_inference(artifact, *, runs=50, warmup=5, threads=2, batch_size=32
         latency_ms_batch1_invoke_median (.tflite only, else None),
         throughput_images_per_s, throughput_batch_size, threads, runs, warmup, artifact, kind, precision.
     """
-    for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 1),
-                             ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise InvalidInputError(f"{name} must be a whole number >= {low}; received {value!r}.")
+    runs, warmup, threads = _check_timing(runs, warmup, threads)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    runner = _runner(artifact, threads)
+    times_ms, invoke_ms = _time_batch1(runner, runs=runs, warmup=warmup)
+
+    if runner.static_batch == 1:  # sequential batch-1 throughput
+        throughput = len(times_ms) / (float(np.sum(times_ms)) / 1000.0)
+        throughput_batch = 1
+    else:
+        throughput_batch = runner.static_batch or batch_size
+        batch = np.random.default_rng(0).integers(0, 256, (throughput_batch, *runner.input_shape)).astype(np.uint8)
+        runner.predict(batch, batch_size=throughput_batch)  # warm-up: resizes and allocates
+        rounds = max(3, runs // 5)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            runner.predict(batch, batch_size=throughput_batch)
+        throughput = rounds * throughput_batch / (time.perf_counter() - start)
+    return {
+        **_describe(runner, threads),
+        "latency_ms_batch1_median": _ms(np.median(times_ms)),
+        "latency_ms_batch1_p90": _ms(np.percentile(times_ms, 90)),
+        "latency_ms_batch1_mean": _ms(np.mean(times_ms)),
+        "latency_ms_batch1_invoke_median": None if invoke_ms is None else _ms(np.median(invoke_ms)),
+        "throughput_images_per_s": round(float(throughput), 1),
+        "throughput_batch_size": throughput_batch,
+        "runs": runs,
+        "warmup": warmup,
+    }
+
+
+def benchmark_interleaved(artifacts: Mapping, *, rounds=5, runs=50, warmup=5, threads=2,
+                          on_round: Callable[[int, dict], None] | None = None) -> dict:
+    """Batch-1 latency of several artifacts, timed interleaved so that load drifts hit them all alike.
+
+    Every artifact is loaded once. Each round times each artifact once (`runs` batch-1 calls after `warmup`
+    untimed ones, as `benchmark_inference` does), in the given order on even rounds and reversed on odd ones;
+    an artifact's latency is the median over rounds of its per-round medians. For .tflite files the time of
+    `interpreter.invoke()` alone (the model's own time, as LiteRT's benchmark_model measures it) is kept
+    beside the end-to-end `predict` time. Put the artifacts to compare next to each other in `artifacts`:
+    neighbours run back to back in every round.
+
+    Args:
+        artifacts: name -> anything `load_artifact` accepts (a path, a Keras model, a runner); at least one.
+        rounds: rounds of timing. Defaults to 5.
+        runs: timed batch-1 calls per artifact and round. Defaults to 50.
+        warmup: untimed calls per artifact and round. Defaults to 5.
+        threads: TFLite interpreter threads (see `benchmark_inference`). Defaults to 2.
+        on_round: called after each round with (round index from 0, {name: that round's latency in ms,
+            invoke time where there is one}): for progress lines. Defaults to None.
+
+    Returns:
+        A dict: rounds, runs, warmup, order (the names as given) and artifacts: name -> {artifact, kind,
+        precision, threads, latency_ms_batch1_median, latency_ms_batch1_per_round,
+        latency_ms_batch1_invoke_median and latency_ms_batch1_invoke_per_round (None unless .tflite),
+        latency_ms (the invoke median where there is one, else the end-to-end median: the figure to compare)}.
+
+    Raises:
+        InvalidInputError: no artifacts, or a count out of range.
+    """
+    runs, warmup, threads = _check_timing(runs, warmup, threads)
+    rounds = check_int("rounds", rounds, minimum=1)
+    if not isinstance(artifacts, Mapping) or not artifacts:
+        raise InvalidInputError(f"artifacts must be a non-empty dict of name -> artifact; received {artifacts!r}.")
+    runners = {str(name): _runner(artifact, threads) for name, artifact in artifacts.items()}  # all valid first
+    names = list(runners)
+    end_to_end = {name: [] for name in names}
+    invoke = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            times_ms, invoke_ms = _time_batch1(runners[name], runs=runs, warmup=warmup)
+            end_to_end[name].append(_ms(np.median(times_ms)))
+            invoke[name].append(None if invoke_ms is None else _ms(np.median(invoke_ms)))
+        if on_round is not None:
+            on_round(index, {name: end_to_end[name][-1] if invoke[name][-1] is None else invoke[name][-1]
+                             for name in names})
+    results = {}
+    for name, runner in runners.items():
+        has_invoke = invoke[name][0] is not None
+        e2e_median = _ms(statistics.median(end_to_end[name]))
+        invoke_median = _ms(statistics.median(invoke[name])) if has_invoke else None
+        results[name] = {
+            **_describe(runner, threads),
+            "latency_ms_batch1_median": e2e_median,
+            "latency_ms_batch1_per_round": end_to_end[name],
+            "latency_ms_batch1_invoke_median": invoke_median,
+            "latency_ms_batch1_invoke_per_round": invoke[name] if has_invoke else None,
+            "latency_ms": invoke_median if has_invoke else e2e_median,
+        }
+    return {"rounds": rounds, "runs": runs, "warmup": warmup, "order": names, "artifacts": results}
+
+
+def _check_timing(runs, warmup, threads) -> tuple[int, int, int]:
+    return (check_int("runs", runs, minimum=1), check_int("warmup", warmup, minimum=0),
+            check_int("threads", threads, minimum=1))
+
+
+def _runner(artifact, threads: int) -> Runner:
+    """The artifact's runner, with `threads` interpreter threads for .tflite files."""
     if isinstance(artifact, Runner) and artifact.kind == "tflite" and artifact.threads != threads:
         artifact = artifact.path  # reload with the asked thread count
-    runner = load_artifact(artifact, num_threads=threads)
-    rng = np.random.default_rng(0)
-    one = rng.integers(0, 256, (1, *runner.input_shape)).astype(np.uint8)
+    return load_artifact(artifact, num_threads=threads)
 
+
+def _time_batch1(runner: Runner, *, runs: int, warmup: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Milliseconds of each timed batch-1 `predict` call, and of each `invoke()` alone (.tflite, else None)."""
+    one = np.random.default_rng(0).integers(0, 256, (1, *runner.input_shape)).astype(np.uint8)
     for _ in range(warmup):
         runner.predict(one)
     times = []
@@ -51,47 +156,22 @@ def benchmark_inference(artifact, *, runs=50, warmup=5, threads=2, batch_size=32
         start = time.perf_counter()
         runner.predict(one)
         times.append(time.perf_counter() - start)
-    times_ms = np.asarray(times) * 1000.0
     invoke_ms = None
     if hasattr(runner, "time_invoke") and runner.static_batch in (None, 1):  # a batch-1 call exists
-        invoke_ms = float(np.median(runner.time_invoke(one, runs=runs, warmup=warmup))) * 1000.0
+        invoke_ms = np.asarray(runner.time_invoke(one, runs=runs, warmup=warmup)) * 1000.0
+    return np.asarray(times) * 1000.0, invoke_ms
 
-    if runner.static_batch == 1:  # sequential batch-1 throughput
-        throughput = len(times) / float(np.sum(times))
-        throughput_batch = 1
-    else:
-        throughput_batch = runner.static_batch or batch_size
-        batch = rng.integers(0, 256, (throughput_batch, *runner.input_shape)).astype(np.uint8)
-        runner.predict(batch, batch_size=throughput_batch)  # warm-up: resizes and allocates
-        rounds = max(3, runs // 5)
-        start = time.perf_counter()
-        for _ in range(rounds):
-            runner.predict(batch, batch_size=throughput_batch)
-        throughput = rounds * throughput_batch / (time.perf_counter() - start)
-    if runner.kind == "tflite":
-        used_threads = threads
-    else:
-        used_threads = _tensorflow_threads()
-    return {
-        "artifact": runner.name,
-        "kind": runner.kind,
-        "precision": runner.precision,
-        "latency_ms_batch1_median": round(float(np.median(times_ms)), 4),
-        "latency_ms_batch1_p90": round(float(np.percentile(times_ms, 90)), 4),
-        "latency_ms_batch1_mean": round(float(np.mean(times_ms)), 4),
-        "latency_ms_batch1_invoke_median": None if invoke_ms is None else round(invoke_ms, 4),
-        "throughput_images_per_s": round(float(throughput), 1),
-        "throughput_batch_size": throughput_batch,
-        "threads": used_threads,
-        "runs": int(runs),
-        "warmup": int(warmup),
-    }
+
+def _describe(runner: Runner, threads: int) -> dict:
+    used = threads if runner.kind == "tflite" else _tensorflow_threads()
+    return {"artifact": runner.name, "kind": runner.kind, "precision": runner.precision, "threads": used}
+
+
+def _ms(value) -> float:
+    return round(float(value), 4)
 
 
 def _tensorflow_threads() -> int:
     """Size of TensorFlow's intra-op pool (0 in its config means: one per available core)."""
-    import tensorflow as tf
-
     configured = tf.config.threading.get_intra_op_parallelism_threads()
     return int(configured) if configured else available_cores()
-

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nin_keras.errors import IncompatibleModelError, InvalidInputError
+from nin_keras.checks import check_int
+from nin_keras.errors import IncompatibleModelError
 from nin_keras.verification.artifacts import DEFAULT_CHUNK, load_artifact
 
 
@@ -32,8 +33,7 @@ class Predictor:
     """
 
     def __init__(self, artifact, *, class_names=None, num_threads: int | None = 1, batch_size: int = DEFAULT_CHUNK):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a whole number >= 1; received {batch_size!r}.")
+        batch_size = check_int("batch_size", batch_size, minimum=1)
         self._runner = load_artifact(artifact, num_threads=num_threads)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -107,8 +107,7 @@ class Predictor:
 
         Returns a list of k dicts for one image, a list of such lists for a batch.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"k must be a whole number >= 1; received {k!r}.")
+        k = check_int("k", k, minimum=1)
         probs = self.predict(images)
         single = probs.ndim == 1
         probs = np.atleast_2d(probs)

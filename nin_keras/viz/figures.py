@@ -10,8 +10,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from nin_keras._atomic import atomic_path
+from nin_keras.formatting import format_size
 
 # Keras names for the accuracy metric, in the order they are looked up.
 _ACCURACY_KEYS = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
@@ -20,9 +23,6 @@ DPI = 120
 
 def new_figure(width: float, height: float):
     """A Figure on its own Agg canvas (no pyplot, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -185,8 +185,8 @@ def plot_artifact_comparison(rows, path, *, title: str | None = None) -> Path:
     names = [str(row.get("artifact") or row.get("target") or f"artifact {i}") for i, row in enumerate(rows)]
     accuracy = [_number(row.get("accuracy")) for row in rows]
     agreement = [_number(row.get("agreement")) for row in rows]
-    size_kib = [_number(row.get("size_bytes")) for row in rows]
-    size_kib = [None if v is None else v / 1024 for v in size_kib]
+    size_bytes = [_number(row.get("size_bytes")) for row in rows]
+    size_mb = [None if v is None else v / 1e6 for v in size_bytes]  # decimal MB, as format_size writes sizes
     latency = [_number(row.get("latency_ms_batch1_median")) for row in rows]
 
     figure = new_figure(14, 0.45 * len(rows) + 2.4)
@@ -205,8 +205,8 @@ def plot_artifact_comparison(rows, path, *, title: str | None = None) -> Path:
     panels[0].set_xlabel("test accuracy, %" + (f" (axis starts at {low:g})" if low > 0 else ""))
     panels[0].set_title("Test accuracy (top-1 agreement with Keras)")
 
-    _bars(panels[1], positions, size_kib, colors, [_size_text(v) for v in size_kib])
-    panels[1].set_xlabel("size, KiB")
+    _bars(panels[1], positions, size_mb, colors, [format_size(v) for v in size_bytes])
+    panels[1].set_xlabel("size, MB")
     panels[1].set_title("Size on disk")
 
     _bars(panels[2], positions, latency, colors, [None if v is None else f"{v:.3g} ms" for v in latency])
@@ -253,12 +253,6 @@ def _accuracy_text(accuracy, agreement) -> str | None:
     if agreement is not None:
         text += f" ({100 * agreement:.1f}%)"
     return text
-
-
-def _size_text(kib) -> str | None:
-    if kib is None:
-        return None
-    return f"{kib / 1024:.2f} MiB" if kib >= 1024 else f"{kib:.0f} KiB"
 
 
 def _number(value):

@@ -26,7 +26,7 @@ def load_images(paths, input_shape) -> np.ndarray:
         FileNotFoundError: a path does not exist.
         InvalidInputError: a file that is not a readable image; a channel count other than 1 or 3.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: Pillow is not a declared dependency (matplotlib brings it)
 
     height, width, channels = (int(v) for v in input_shape)
     if channels not in (1, 3):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin_keras.checks import check_int
 from nin_keras.errors import IncompatibleModelError
 from nin_keras.viz.figures import new_figure, save_figure
 
@@ -24,7 +25,7 @@ def find_gap_layer(model):
     Raises:
         IncompatibleModelError: the model has no GlobalAveragePooling2D layer.
     """
-    import keras
+    import keras  # lazy: keras imports TensorFlow, and `import nin_keras.viz` (the figures) must not
 
     pools = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
     for layer in pools:
@@ -60,8 +61,9 @@ def class_confidence_maps(model, images, *, upsample: bool = True, batch_size: i
         IncompatibleModelError: the model has no GAP layer.
         ValueError: images whose shape does not fit the model's input.
     """
-    import keras
+    import keras  # lazy: keras imports TensorFlow, and `import nin_keras.viz` (the figures) must not
 
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     images = _check_images(model, images)
     gap = find_gap_layer(model)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -101,6 +103,8 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
     Returns:
         The path of the PNG.
     """
+    top_k = check_int("top_k", top_k, minimum=1)
+    max_images = check_int("max_images", max_images, minimum=1)
     images = _check_images(model, images)[:max_images]
     maps = class_confidence_maps(model, images, upsample=True)
     num_classes = maps.shape[-1]
@@ -108,7 +112,7 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
     if len(names) != num_classes:
         raise ValueError(f"class_names has {len(names)} names but the model has {num_classes} class maps.")
     probabilities = predict_probabilities(model, images, maps)
-    top_k = max(1, min(int(top_k), num_classes))
+    top_k = min(top_k, num_classes)
     columns = 2 + top_k
 
     figure = new_figure(2.1 * columns + 0.6, 2.2 * len(images) + 0.9)
@@ -148,7 +152,7 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
 
 def predict_probabilities(model, images, maps=None) -> np.ndarray:
     """Class probabilities for `images`: the model's output when it is a distribution, else softmax of GAP."""
-    import keras
+    import keras  # lazy: keras imports TensorFlow, and `import nin_keras.viz` (the figures) must not
 
     output = np.concatenate([
         keras.ops.convert_to_numpy(keras.ops.cast(model(images[start:start + 64], training=False), "float32"))

@@ -188,7 +188,7 @@ def test_data_that_does_not_fit_names_both_shapes_and_class_counts(digits_artifa
     wrong_images = np.zeros((4, 28, 28, 1), np.uint8)
     with pytest.raises(IncompatibleModelError, match=r"8x8x1.*\(4, 28, 28, 1\)"):
         evaluate(digits_artifacts / "model_int8.tflite", (wrong_images, labels[:4]), progress=False)
-    with pytest.raises(IncompatibleModelError, match=r"labels run from 0 to 12 .* 10 class scores"):
+    with pytest.raises(IncompatibleModelError, match=r"labels run from 0 to 12 .* 10 classes"):
         evaluate(digits_artifacts / "model.keras", (images[:3], np.array([0, 5, 12])), progress=False)
     splits = DatasetSplits(name="x", train=None, validation=None, test=(images, labels), num_classes=3,
                            class_names=["a", "b", "c"], input_shape=SHAPE)

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nin_keras.cli.options import positive_int
+from nin_keras.export_layout import LABELS_FILE
+
+HELP = "draw the class-confidence maps (input of the GAP layer) of a .keras model for image files"
+DESCRIPTION = (
+    "Reads PNG/JPEG images (converted to the model's grayscale/RGB and resized to its input), prints "
+    "the top classes of each, and draws each image, its predicted class's map overlaid, and the top-3 "
+    "classes' maps into one PNG."
+)
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "maps",
-        help="draw the class-confidence maps (input of the GAP layer) of a .keras model for image files",
-        description=(
-            "Reads PNG/JPEG images (converted to the model's grayscale/RGB and resized to its input), prints "
-            "the top classes of each, and draws each image, its predicted class's map overlaid, and the top-3 "
-            "classes' maps into one PNG."
-        ),
-    )
+    parser = subparsers.add_parser("maps", help=HELP, description=DESCRIPTION)
     parser.add_argument("model", metavar="MODEL", help="a .keras model (e.g. runs/demo/export/model.keras)")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--out", metavar="FILE.png", default="confidence_maps.png",
                         help="where to write the figure (default: confidence_maps.png)")
     parser.add_argument("--labels", metavar="FILE",
                         help="class names, one a line (default: labels.txt beside MODEL, if there is one)")
-    parser.add_argument("--top", metavar="K", type=int, default=3, help="classes' maps per image (default: 3)")
+    parser.add_argument("--top", metavar="K", type=positive_int, default=3, help="classes' maps per image (default: 3)")
     parser.set_defaults(handler=maps_command)
 
 
@@ -33,8 +35,6 @@ def maps_command(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file; received {args.out!r}.")
-    if args.top < 1:
-        raise ValueError(f"--top must be at least 1; received {args.top}.")
     model = nin_keras.load_model(args.model)
     find_gap_layer(model)  # a clear error before any image is read
     input_shape = tuple(model.inputs[0].shape[1:])
@@ -55,7 +55,7 @@ def maps_command(args) -> int:
 
 def _class_names(labels_path, model_path: Path, num_classes: int) -> list[str]:
     if labels_path is None:
-        beside = model_path.parent / "labels.txt"
+        beside = model_path.parent / LABELS_FILE
         if not beside.is_file():
             return [str(i) for i in range(num_classes)]
         labels_path = beside

@@ -72,7 +72,7 @@ def add_data_arguments(parser, *, required: bool = True) -> None:
              "cifar-10-batches-py/ or cifar-10-python.tar.gz, cifar-100-python/ or cifar-100-python.tar.gz",
     )
     group.add_argument("--batch-size", metavar="N", type=positive_int, default=128, help="batch size (default 128)")
-    group.add_argument("--seed", metavar="N", type=int, default=0,
+    group.add_argument("--seed", metavar="N", type=non_negative_int, default=0,
                        help="seed of the validation split, shuffling and augmentation (default 0)")
     group.add_argument(
         "--on-bad-image", choices=("fail", "skip"), default="fail",

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nin_keras.checks import check_int
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
+from nin_keras.models.signature import check_labels_fit
 from nin_keras.verification.artifacts import load_artifact
 
 
@@ -156,16 +157,6 @@ def _labels(labels) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def check_labels(runner, labels) -> None:
-    k = runner.num_classes
-    if len(labels) and (labels.min() < 0 or labels.max() >= k):
-        low, high = int(labels.min()), int(labels.max())
-        raise IncompatibleModelError(
-            f"The labels run from {low} to {high} but {runner.name} outputs {k} class scores (ids 0..{k - 1}). "
-            f"Evaluate it on data with {k} classes, or train/export a model with num_classes={high + 1}."
-        )
-
-
 class _Stats:
     """Running totals of one runner over the stream."""
 
@@ -214,7 +205,7 @@ def run_over(source: EvalData, runners, *, batch_size=64, progress=True, descrip
     with progress_bar(source.total, description, enabled=progress) as advance:
         for images, labels in source:
             for runner, stat in zip(runners, stats):
-                check_labels(runner, labels)
+                check_labels_fit(runner.name, runner.num_classes, labels)
                 start = time.perf_counter()
                 probs = runner.predict(images, batch_size=batch_size)
                 stat.add(probs, labels, time.perf_counter() - start)

@@ -9,6 +9,7 @@ import numpy as np
 
 from nin_keras.checks import check_int
 from nin_keras.errors import IncompatibleModelError
+from nin_keras.export_layout import LABELS_FILE
 from nin_keras.verification.artifacts import DEFAULT_CHUNK, load_artifact
 
 
@@ -56,7 +57,7 @@ class Predictor:
         if path is None:
             return None
         folder = path.parent if path.is_file() else path
-        for candidate in (folder / "labels.txt", folder.parent / "labels.txt", folder.parent.parent / "labels.txt"):
+        for candidate in (folder / LABELS_FILE, folder.parent / LABELS_FILE, folder.parent.parent / LABELS_FILE):
             if candidate.is_file():
                 names = [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
                 if len(names) == self.num_classes:

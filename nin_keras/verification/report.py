@@ -14,7 +14,13 @@ from pathlib import Path
 from nin_keras import _atomic
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import IncompatibleModelError
-from nin_keras.export_layout import EDGETPU_CHECK_FILE, EDGETPU_COMPILED_GLOB, EDGETPU_COMPILED_TARGET, TARGET_FILES
+from nin_keras.export_layout import (
+    EDGETPU_CHECK_FILE,
+    EDGETPU_COMPILED_GLOB,
+    EDGETPU_COMPILED_TARGET,
+    REPORT_FILES,
+    TARGET_FILES,
+)
 from nin_keras.formatting import format_size
 from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
@@ -110,8 +116,9 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         "notes": _notes(rows, edgetpu_check, reference_name),
         "rows": rows,
     }
-    _atomic.write_json(out_dir / "report.json", report)
-    _atomic.write_text(out_dir / "report.md", render_markdown(report))
+    json_file, markdown_file = REPORT_FILES
+    _atomic.write_json(out_dir / json_file, report)
+    _atomic.write_text(out_dir / markdown_file, render_markdown(report))
     return rows
 
 

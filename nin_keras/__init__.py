@@ -51,6 +51,7 @@ _EXPORTS = {
     # verification
     "evaluate": "nin_keras.verification",
     "benchmark_inference": "nin_keras.verification",
+    "benchmark_interleaved": "nin_keras.verification",
     "Predictor": "nin_keras.verification",
     # viz
     "class_confidence_maps": "nin_keras.viz",

@@ -36,13 +36,6 @@ def add_report_arguments(parser, default_out: Path) -> None:
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
 
 
-def require_at_least(parser, args, minimums: dict) -> None:
-    """argparse error unless every `args.<name>` is >= its minimum."""
-    for name, minimum in minimums.items():
-        if getattr(args, name) < minimum:
-            parser.error(f"--{name.replace('_', '-')} must be >= {minimum}")
-
-
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

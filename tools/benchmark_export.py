@@ -31,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import ROOT, add_report_arguments, header_lines, log, require_at_least, run
+from _bench import ROOT, add_report_arguments, header_lines, log, run
+
+# After _bench, which puts the checkout on sys.path:
+from nin_keras.cli.options import non_negative_int, positive_int
 
 TOOL = "tools/benchmark_export.py"
 # The project's targets: each check below compares a measurement with one of these.
@@ -53,17 +56,19 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds, epochs and images; the "
                                                              "numbers are NOT representative")
-    parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads (default 2)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved latency rounds (default 5; quick 2)")
-    parser.add_argument("--runs", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=2, help="TFLite interpreter threads (default 2)")
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help="interleaved latency rounds (default 5; quick 2)")
+    parser.add_argument("--runs", type=positive_int, default=None,
                         help="timed batch-1 calls per model and round (default 50; quick 10)")
-    parser.add_argument("--epochs", type=int, default=None, help="digits training epochs (default 30; quick 2)")
-    parser.add_argument("--qat-epochs", type=int, default=None, help="digits QAT epochs (default 3; quick 1)")
-    parser.add_argument("--agreement-images", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="digits training epochs (default 30; quick 2)")
+    parser.add_argument("--qat-epochs", type=positive_int, default=None, help="digits QAT epochs (default 3; quick 1)")
+    parser.add_argument("--agreement-images", type=positive_int, default=None,
                         help="random images for the paper variants' float32 agreement (default 1000; quick 64)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)} (default all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, data split and images (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, data split and images (default 0)")
     parser.add_argument("--work-dir", default=None,
                         help="keep the exports here (default: a temporary folder, removed at the end)")
     add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "export.md")
@@ -71,7 +76,6 @@ def parse_args(argv=None):
     for name, (quick, full) in DEFAULTS.items():
         if getattr(args, name, None) is None:
             setattr(args, name, quick if args.quick else full)
-    require_at_least(parser, args, dict(threads=1, rounds=1, runs=1, epochs=1, qat_epochs=1, agreement_images=1))
     args.warmup = max(2, args.runs // 10)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if not parts or any(p not in PARTS for p in parts):

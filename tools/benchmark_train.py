@@ -38,9 +38,11 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from _bench import ROOT, add_report_arguments, header_lines, log, require_at_least, run
+from _bench import ROOT, add_report_arguments, header_lines, log, run
 
+# After _bench, which puts the checkout on sys.path:
 from nin_keras.choices import VARIANT_NAMES
+from nin_keras.cli.options import non_negative_int, positive_int
 
 TOOL = "tools/benchmark_train.py"
 TARGETS = {"ratio": 1.8, "pipeline_headroom": 10.0, "rss_gb": 3.0, "accuracy_pp": 0.5}
@@ -66,22 +68,21 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="cifar", choices=VARIANT_NAMES)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default 30)")
-    parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first (default 5)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved baseline/ours rounds (default 5)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per measurement (default 30)")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=5, help="untimed steps first (default 5)")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved baseline/ours rounds (default 5)")
     parser.add_argument("--precision", default="auto", help="precision of 'ours' (default auto)")
     parser.add_argument("--jit-compile", action="store_true", help="XLA for 'ours' (try it on GPUs)")
-    parser.add_argument("--pipeline-steps", type=int, default=40, help="batches timed for the pipeline (default 40)")
-    parser.add_argument("--rss-steps", type=int, default=8, help="training steps of the memory run (default 8)")
+    parser.add_argument("--pipeline-steps", type=positive_int, default=40,
+                        help="batches timed for the pipeline (default 40)")
+    parser.add_argument("--rss-steps", type=positive_int, default=8, help="training steps of the memory run (default 8)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocess")
-    parser.add_argument("--accuracy-epochs", type=int, default=30, help="digits epochs per run (default 30)")
-    parser.add_argument("--accuracy-seeds", type=int, default=4, help="seeds for the digits check (default 4)")
+    parser.add_argument("--accuracy-epochs", type=positive_int, default=30, help="digits epochs per run (default 30)")
+    parser.add_argument("--accuracy-seeds", type=positive_int, default=4, help="seeds for the digits check (default 4)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the digits accuracy check")
     add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "training.md")
     args = parser.parse_args(argv)
-    require_at_least(parser, args, dict(batch_size=1, steps=1, rounds=1, pipeline_steps=1, rss_steps=1,
-                                        accuracy_epochs=1, accuracy_seeds=1, warmup_steps=0))
     return args
 
 

@@ -21,7 +21,7 @@ from nin_keras.exporting.converter import (
     write_serving_saved_model,
 )
 from nin_keras.exporting.edgetpu import EDGETPU_OPS, check_edgetpu, format_findings, run_edgetpu_compiler
-from nin_keras.exporting.folder import check_targets_have_data, export_targets
+from nin_keras.exporting.folder import check_export_data, export_targets
 from nin_keras.exporting.targets import (
     EDGETPU_CHECK_FILE,
     EXPORT_TARGETS,
@@ -55,7 +55,7 @@ __all__ = [
     "ExportContext",
     "TargetInfo",
     "check_edgetpu",
-    "check_targets_have_data",
+    "check_export_data",
     "configure_converter",
     "convert",
     "describe_tflite",

@@ -34,7 +34,6 @@ from nin_keras.models.signature import check_data_fits, check_image_classifier
 from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
 
 
-
 def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, class_names=None,
                    representative_samples: int | None = None, progress: bool = True) -> dict:
     """Writes `targets` of `model` into `out_dir` and returns the manifest (also written as manifest.json).
@@ -62,7 +61,7 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     """
     names = parse_targets(targets)
     input_shape, num_classes = check_image_classifier(model)
-    needs_data = check_targets_have_data(names, data)
+    needs_data = check_export_data(names, data)
     class_names = _class_names(class_names, data, num_classes)
     images = None
     if data is not None and needs_data:
@@ -107,9 +106,13 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     return manifest
 
 
-def check_targets_have_data(names, data) -> list[str]:
-    """Raises `InvalidInputError` if full-integer targets are asked for without data, or with data whitened
-    outside the model (its artifacts would take whitened floats, not raw pixels); returns those targets."""
+def check_export_data(names, data) -> list[str]:
+    """What exporting `names` needs of `data`, checked before any slow work; returns the full-integer targets.
+
+    Raises:
+        InvalidInputError: data whitened outside the model (its artifacts would take whitened floats, not raw
+            pixels), or full-integer targets without the data that calibrates them.
+    """
     if getattr(data, "preprocessor", None) is not None:
         raise InvalidInputError(
             "The data was GCN + ZCA whitened outside the model (load_dataset(..., preprocessing='gcn_zca')), so "

@@ -274,7 +274,7 @@ def tensorboard_wanted(value) -> bool:
     installed = importlib.util.find_spec("tensorboard") is not None  # TensorFlow no longer depends on it
     if value is True and not installed:
         raise InvalidInputError("tensorboard=True needs the tensorboard package: pip install tensorboard "
-                         "(or pass tensorboard=False / --no-tensorboard).")
+                                "(or pass tensorboard=False / --no-tensorboard).")
     return installed if value == "auto" else bool(value)
 
 

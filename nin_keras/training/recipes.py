@@ -21,7 +21,6 @@ from nin_keras.checks import check_choice, check_float
 from nin_keras.choices import OPTIMIZERS, RECIPE_NAMES, SCHEDULES, check_same
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """An optimizer with its hyper-parameters and learning-rate schedule.

@@ -25,7 +25,6 @@ import tensorflow as tf
 from nin_keras.checks import check_choice
 from nin_keras.choices import STRATEGIES
 
-
 # TensorFlow allows one MultiWorkerMirroredStrategy per process (collectives are configured once).
 _MULTIWORKER = None
 

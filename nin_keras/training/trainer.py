@@ -21,7 +21,7 @@ from nin_keras.formatting import safe_name
 from nin_keras.models.signature import has_batch_norm
 from nin_keras.training.callbacks import run_callbacks, tensorboard_wanted
 from nin_keras.training.inputs import Inputs, adapt_data, for_fit
-from nin_keras.training.precision import PRECISIONS, PrecisionChoice, choose_precision, clone_with_policy
+from nin_keras.training.precision import PrecisionChoice, choose_precision, clone_with_policy
 from nin_keras.training.recipes import Recipe, resolve_recipe
 from nin_keras.training.run_folder import RunFolder
 from nin_keras.training.setup import compile_for_training
@@ -182,8 +182,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
     if not isinstance(model, keras.Model):
         raise InvalidInputError(f"model must be a keras.Model (e.g. nin_keras.build_nin(...)); received "
                                 f"{type(model).__name__}.")
-    precision_choice = (precision if isinstance(precision, PrecisionChoice)
-                        else choose_precision(check_choice("precision", precision, PRECISIONS)))
+    precision_choice = precision if isinstance(precision, PrecisionChoice) else choose_precision(precision)
     tensorboard = tensorboard_wanted(tensorboard)
     if isinstance(strategy, str):
         check_choice("strategy", strategy, STRATEGIES)

@@ -14,7 +14,7 @@ from pathlib import Path
 from nin_keras._atomic import write_json
 from nin_keras.checks import check_int
 from nin_keras.errors import InvalidInputError
-from nin_keras.exporting import check_targets_have_data, export_targets, parse_targets, to_tflite
+from nin_keras.exporting import check_export_data, export_targets, parse_targets, to_tflite
 from nin_keras.models import check_data_fits, check_image_classifier, load_model
 from nin_keras.quantization import (
     DEFAULT_LEARNING_RATE,
@@ -60,15 +60,14 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         model = load_model(model)
     check_image_classifier(model)
     names = parse_targets(targets)
-    check_targets_have_data(names, data)
+    integer_targets = check_export_data(names, data)
     if data is not None:
         check_data_fits(model, data)  # before any slow work
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
     out_dir = Path(out_dir) if out_dir is not None else Path(DEFAULT_EXPORT_ROOT) / model.name
 
     qat_model = None
-    wants_integer = any(t in ("tflite_int8", "edgetpu") for t in names)
-    if qat_epochs > 0 and not wants_integer:
+    if qat_epochs > 0 and not integer_targets:
         raise InvalidInputError(
             f"qat_epochs={qat_epochs} only affects the full-integer targets (tflite_int8, edgetpu), and none of "
             f"them is among targets {list(names)}; add one or leave qat_epochs at 0."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,6 +80,61 @@ def swap_dir(new, target) -> None:
     os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def staging_dir(target, *, kind: str = "staging") -> Path:
+    """A new hidden folder beside `target` in which to build what will replace it: `.<name>.<pid>.<random>.<kind>`.
+
+    It gets the mode a plain mkdir gives (mkdtemp's is owner-only, and a staging folder renamed into place keeps
+    its mode). The process id in the name lets `remove_stale_staging` tell a killed process's leftovers from a
+    folder another process is still filling.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=f".{kind}", dir=target.parent))
+    _normal_mode(path)
+    return path
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt" or pid == os.getpid():
+        return True  # on Windows os.kill(pid, 0) would end the process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_staging(target, *, own_process: bool = False) -> list[Path]:
+    """Removes what killed writers of `target` left beside it; returns the folders removed.
+
+    That is `staging_dir` folders of `target` whose process no longer runs (with `own_process`, also this
+    process's: for a writer that knows no other call of its own is filling one), and `swap_dir`'s set-aside
+    old folder once `target` exists again (a kill during its clean-up). Nothing else is touched: other
+    names, files, symlinks, and the staging folders of other processes still running.
+    """
+    target = Path(target)
+    staged = re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[a-z0-9_]{{8}}\.(staging|work)$")
+    set_aside = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.old$")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = staged.match(entry.name)
+        if match is not None:
+            pid = int(match.group(1))
+            stale = (own_process and pid == os.getpid()) or not _process_alive(pid)
+        else:
+            stale = set_aside.match(entry.name) is not None and target.exists()
+        if stale and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def write_bytes(path, data: bytes) -> Path:

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 
 from nin_keras.errors import InvalidInputError
+
+# Upper bounds of counts, far beyond any real use and low enough that what TensorFlow makes of them fits its
+# integer tensors (a count past int64 does not convert; Keras' learning-rate schedules count steps in int32).
+MAX_EPOCHS = 1_000_000
+MAX_BATCH_SIZE = 65_536
+MAX_COUNT = 1_000_000_000  # steps, rounds, runs, samples, limits: any other count
+MAX_THREADS = 1_024
+MAX_SEED = 2**32 - 1  # NumPy's seed range
+MAX_TRAINING_STEPS = 2**31 - 1  # epochs x steps per epoch: the schedules' int32 step counter
+MAX_WIDTH_MULTIPLIER = 10_000  # far past what any machine holds (build_nin also checks the memory itself)
 
 
 def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None,
@@ -51,6 +62,24 @@ def check_choice(name: str, value, allowed):
     return value
 
 
+def check_path(what: str, path, *, kind: str) -> Path:
+    """`path` as a Path if it exists and is a `kind` ("file" or "folder"); else an error that says which.
+
+    Raises:
+        FileNotFoundError: nothing at `path` ("<what> not found: <path>").
+        IsADirectoryError / NotADirectoryError: a folder where a file is expected, or the other way round.
+    """
+    check_choice("kind", kind, ("file", "folder"))
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if kind == "file" and path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file.")
+    if kind == "folder" and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder.")
+    return path
+
+
 def in_range(value, minimum=None, maximum=None, *, min_inclusive=True, max_inclusive=True) -> bool:
     """True if `value` lies within the bounds (None: unbounded on that side)."""
     if minimum is not None and (value < minimum if min_inclusive else value <= minimum):
@@ -64,7 +93,12 @@ def describe_range(noun: str, minimum=None, maximum=None, *, min_inclusive=True,
     """ "an integer >= 1", "a number > 0 and < 1": how errors (library and CLI) state a range."""
     parts = []
     if minimum is not None:
-        parts.append(f"{'>=' if min_inclusive else '>'} {minimum:g}")
+        parts.append(f"{'>=' if min_inclusive else '>'} {_bound(minimum)}")
     if maximum is not None:
-        parts.append(f"{'<=' if max_inclusive else '<'} {maximum:g}")
+        parts.append(f"{'<=' if max_inclusive else '<'} {_bound(maximum)}")
     return f"{noun} {' and '.join(parts)}" if parts else noun
+
+
+def _bound(value) -> str:
+    """Integers in full (4294967295, not 4.29497e+09: a user copies the bound); other numbers short."""
+    return str(value) if isinstance(value, numbers.Integral) else f"{value:g}"

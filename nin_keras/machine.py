@@ -10,6 +10,7 @@ import functools
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 # Distributions whose versions every record names (import names differ: ai-edge-litert -> ai_edge_litert).
 RECORDED_PACKAGES = ("nin-keras", "tensorflow", "keras", "tf-keras", "tensorflow-model-optimization", "numpy",
@@ -49,6 +50,28 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+# Memory limits of the process's container (cgroup v2, then v1); "max" or a huge number means none.
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def total_memory_bytes() -> int | None:
+    """Memory this process can have: the machine's RAM, or its container's limit when lower; None if unknown."""
+    sizes = []
+    try:
+        sizes.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        pass
+    for path in _CGROUP_LIMITS:
+        try:
+            text = Path(path).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.isdigit():
+            sizes.append(int(text))
+    sizes = [size for size in sizes if size > 0]
+    return min(sizes) if sizes else None
 
 
 def package_versions(distributions=RECORDED_PACKAGES) -> dict:

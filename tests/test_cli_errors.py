@@ -7,11 +7,13 @@ arguments ({model}, {corrupt_keras}, ...) are files this module makes.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -103,11 +105,35 @@ def files(tmp_path_factory):
             Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(bad_images / label / f"{i}.png")
     (bad_images / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.bytes(64))
     made["bad_images"] = bad_images
+    one_class = tmp / "one_class"
+    (one_class / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(one_class / "cat" / f"{i}.png")
+    made["one_class"] = one_class
+
+    # A .keras whose config makes Keras call keras.models.load_model while loading (refused in any mode).
+    with zipfile.ZipFile(made["digits_model"]) as source, zipfile.ZipFile(tmp / "unsafe.keras", "w") as crafted:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Conv2D")
+                layer["config"]["activation"] = {"module": "keras.models", "class_name": "function",
+                                                 "config": "load_model", "registered_name": "load_model"}
+                data = json.dumps(config).encode()
+            crafted.writestr(item, data)
+    made["unsafe_keras"] = tmp / "unsafe.keras"
 
     run = tmp / "existing_run"
     run.mkdir()
     (run / "config.json").write_text("{}")
     made["existing_run"] = run
+
+    six = tmp / "six_epoch_run"  # a run whose backup holds 6 completed epochs
+    (six / "backup").mkdir(parents=True)
+    (six / "config.json").write_text('{"status": "completed"}')
+    (six / "backup" / "training_metadata.json").write_text('{"epoch": 6, "weights": "epoch-0006.weights.h5"}')
+    made["six_epoch_run"] = six
     return made
 
 

@@ -2,7 +2,8 @@
 
 Each command lives in its own module in this package with `register(subparsers)`; handlers import
 TensorFlow lazily so `main` can quiet TensorFlow's start-up logs first. Bad input (ValueError,
-FileNotFoundError, nin-keras' own errors) becomes one line on stderr and exit code 2, with no traceback.
+FileNotFoundError, nin-keras' own errors) becomes one line on stderr and exit code 2, with no traceback
+(with -v the traceback comes first; the exit code stays 2, so scripts see the same status either way).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from nin_keras import __version__
 
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
         return 130
     except user_errors as error:
         if verbose:
-            raise
+            traceback.print_exc()
         message = " ".join(str(error).split()) or type(error).__name__
         sys.stderr.write(f"nin-keras {args.command}: error: {message}\n")
         return EXIT_USAGE

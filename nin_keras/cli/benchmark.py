@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from nin_keras.cli.options import non_negative_int, positive_float, positive_int
+from nin_keras.cli.options import batch_size_count, non_negative_int, positive_int, thread_count, width_multiplier
 from nin_keras.choices import VARIANT_NAMES
 
 
@@ -37,13 +37,13 @@ def register(subparsers) -> None:
     # quiets TensorFlow.
     train.add_argument("--variant", default="cifar", choices=VARIANT_NAMES,
                        help="NIN variant (default cifar)")
-    train.add_argument("--batch-size", type=positive_int, default=128, metavar="N", help="batch size (default 128)")
+    train.add_argument("--batch-size", type=batch_size_count, default=128, metavar="N", help="batch size (default 128)")
     train.add_argument("--steps", type=positive_int, default=30, metavar="N", help="timed steps (default 30)")
     train.add_argument("--warmup-steps", type=non_negative_int, default=5, metavar="N",
                        help="untimed steps first (default 5)")
     train.add_argument("--precision", default="auto", metavar="P",
                        help="auto, float32, mixed_bfloat16 or mixed_float16 (default auto)")
-    train.add_argument("--width-multiplier", type=positive_float, default=1.0, metavar="X",
+    train.add_argument("--width-multiplier", type=width_multiplier, default=1.0, metavar="X",
                        help="scale every hidden width (default 1.0)")
     train.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", help="the paper's net, no BN")
     train.add_argument("--no-fused-batch-norm", dest="fused_batch_norm", action="store_false",
@@ -60,12 +60,12 @@ def register(subparsers) -> None:
                                             "alternating) and compared by medians. Last lines: "
                                             "latency_ms_batch1_median=<number>, one per artifact.")
     infer.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".keras, SavedModel folder or .tflite")
-    infer.add_argument("--threads", type=positive_int, default=2, metavar="N",
+    infer.add_argument("--threads", type=thread_count, default=2, metavar="N",
                        help="TFLite interpreter threads (default 2)")
     infer.add_argument("--runs", type=positive_int, default=50, metavar="N", help="timed batch-1 calls (default 50)")
     infer.add_argument("--warmup", type=non_negative_int, default=5, metavar="N",
                        help="untimed calls first (default 5)")
-    infer.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+    infer.add_argument("--batch-size", type=batch_size_count, default=32, metavar="N",
                        help="batch of the throughput measurement (default 32; --rounds 1 only)")
     infer.add_argument("--rounds", type=positive_int, default=1, metavar="N",
                        help="N > 1: time the artifacts interleaved over N rounds, order alternating, and report "

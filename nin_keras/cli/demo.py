@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nin_keras.cli.options import non_negative_int
+from nin_keras.cli.options import seed_value
 
 HELP = "train + QAT + export every target + verify a NIN on the bundled digits set (offline, minutes)"
 DESCRIPTION = (
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", metavar="DIR", default="runs/demo", help="demo folder (default: runs/demo)")
     parser.add_argument("--quick", action="store_true",
                         help="a much shorter smoke run (tiny model, 4 epochs); accuracy not representative")
-    parser.add_argument("--seed", metavar="N", type=non_negative_int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", metavar="N", type=seed_value, default=0, help="random seed (default 0)")
     parser.set_defaults(handler=demo_command)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from nin_keras.cli.options import add_data_arguments, non_negative_int, positive_int
+    from nin_keras.cli.options import add_data_arguments, non_negative_epoch_count, positive_int
 
     parser = subparsers.add_parser(
         "export", help="export a .keras model to SavedModel, TFLite (float/int8) and Edge TPU-ready files",
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
              "tflite_int8, edgetpu (default all; tflite_int8 and edgetpu need --dataset)",
     )
     parser.add_argument("--out", metavar="DIR", default=None, help="export folder (default export/<model name>/)")
-    parser.add_argument("--qat-epochs", metavar="N", type=non_negative_int, default=0,
+    parser.add_argument("--qat-epochs", metavar="N", type=non_negative_epoch_count, default=0,
                         help="quantization-aware training epochs for the int8 targets (default 0: post-training "
                              "quantization)")
     parser.add_argument("--representative-samples", metavar="N", type=positive_int, default=200,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nin_keras.checks import check_path
 from nin_keras.cli.options import positive_int
 from nin_keras.export_layout import LABELS_FILE
 
@@ -59,9 +60,7 @@ def _class_names(labels_path, model_path: Path, num_classes: int) -> list[str]:
         if not beside.is_file():
             return [str(i) for i in range(num_classes)]
         labels_path = beside
-    labels_path = Path(labels_path)
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"Labels file not found: {labels_path}")
+    labels_path = check_path("Labels file", labels_path, kind="file")
     names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) != num_classes:
         raise ValueError(f"{labels_path} has {len(names)} class names but the model has {num_classes} classes.")

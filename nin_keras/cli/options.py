@@ -9,38 +9,71 @@ from __future__ import annotations
 import argparse
 import math
 
-from nin_keras.checks import describe_range, in_range
+from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_SEED, MAX_THREADS, MAX_WIDTH_MULTIPLIER,
+                              describe_range, in_range)
 
 # Used for `--dataset synthetic` when neither a model nor a variant says otherwise (the CIFAR preset).
 _DEFAULT_SYNTHETIC_SHAPE = (32, 32, 3)
 _DEFAULT_SYNTHETIC_CLASSES = 10
 
 
-def _number(text: str, kind, *, low: float, low_inclusive: bool, high: float | None = None):
-    """Parses `text` as `kind` (int or float) within [low or (low, high); argparse reports the message.
+def _number(text: str, kind, *, low: float, low_inclusive: bool, high: float | None = None,
+            high_inclusive: bool = True):
+    """Parses `text` as `kind` (int or float) within the bounds; argparse reports the message.
 
-    The bounds are worded by `nin_keras.checks`, as the library's own argument checks word them.
+    argparse puts the option's name in front ("argument --epochs: must be ..."); the bounds are worded by
+    `nin_keras.checks`, as the library's own argument checks word them.
     """
     description = describe_range("a whole number" if kind is int else "a number", low, high,
-                                 min_inclusive=low_inclusive, max_inclusive=False)
+                                 min_inclusive=low_inclusive, max_inclusive=high_inclusive)
     try:
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
     if not math.isfinite(value) or not in_range(value, low, high, min_inclusive=low_inclusive,
-                                                max_inclusive=False):
+                                                max_inclusive=high_inclusive):
         raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
     return value
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _number(text, int, low=1, low_inclusive=True)
+    """argparse type: a count, an integer in 1..MAX_COUNT."""
+    return _number(text, int, low=1, low_inclusive=True, high=MAX_COUNT)
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _number(text, int, low=0, low_inclusive=True)
+    """argparse type: a count that may be zero, an integer in 0..MAX_COUNT."""
+    return _number(text, int, low=0, low_inclusive=True, high=MAX_COUNT)
+
+
+def epoch_count(text: str) -> int:
+    """argparse type: epochs of a run, 1..MAX_EPOCHS."""
+    return _number(text, int, low=1, low_inclusive=True, high=MAX_EPOCHS)
+
+
+def non_negative_epoch_count(text: str) -> int:
+    """argparse type: epochs that may be zero (e.g. QAT epochs), 0..MAX_EPOCHS."""
+    return _number(text, int, low=0, low_inclusive=True, high=MAX_EPOCHS)
+
+
+def batch_size_count(text: str) -> int:
+    """argparse type: a batch size, 1..MAX_BATCH_SIZE."""
+    return _number(text, int, low=1, low_inclusive=True, high=MAX_BATCH_SIZE)
+
+
+def thread_count(text: str) -> int:
+    """argparse type: a thread count, 1..MAX_THREADS."""
+    return _number(text, int, low=1, low_inclusive=True, high=MAX_THREADS)
+
+
+def seed_value(text: str) -> int:
+    """argparse type: a random seed, 0..MAX_SEED (NumPy's range)."""
+    return _number(text, int, low=0, low_inclusive=True, high=MAX_SEED)
+
+
+def width_multiplier(text: str) -> float:
+    """argparse type: a width multiplier, > 0 and <= MAX_WIDTH_MULTIPLIER (build_nin checks the memory)."""
+    return _number(text, float, low=0, low_inclusive=False, high=MAX_WIDTH_MULTIPLIER)
 
 
 def positive_float(text: str) -> float:
@@ -55,7 +88,7 @@ def non_negative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     """argparse type: a number in [0, 1)."""
-    return _number(text, float, low=0, low_inclusive=True, high=1)
+    return _number(text, float, low=0, low_inclusive=True, high=1, high_inclusive=False)
 
 
 def add_data_arguments(parser, *, required: bool = True) -> None:
@@ -71,8 +104,9 @@ def add_data_arguments(parser, *, required: bool = True) -> None:
         help="read the dataset's original files from DIR (no network): mnist.npz or the four IDX .gz files, "
              "cifar-10-batches-py/ or cifar-10-python.tar.gz, cifar-100-python/ or cifar-100-python.tar.gz",
     )
-    group.add_argument("--batch-size", metavar="N", type=positive_int, default=128, help="batch size (default 128)")
-    group.add_argument("--seed", metavar="N", type=non_negative_int, default=0,
+    group.add_argument("--batch-size", metavar="N", type=batch_size_count, default=128,
+                       help="batch size (default 128)")
+    group.add_argument("--seed", metavar="N", type=seed_value, default=0,
                        help="seed of the validation split, shuffling and augmentation (default 0)")
     group.add_argument(
         "--on-bad-image", choices=("fail", "skip"), default="fail",

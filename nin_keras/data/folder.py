@@ -112,6 +112,9 @@ def _load_with_keras(root: Path, classes, good, image_size, color_mode) -> tuple
 
 
 def _scan(root: Path, on_bad_image: str, color_mode: str | None):
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"Image folder {root} is a file, not a folder (expected {root}/<class name>/<images>).")
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {root} does not exist (expected {root}/<class name>/<images>).")
     classes = _class_dirs(root)
@@ -120,12 +123,23 @@ def _scan(root: Path, on_bad_image: str, color_mode: str | None):
             f"Image folder {root} has no class subfolders; expected {root}/<class name>/<image files> "
             f"({', '.join(IMAGE_EXTENSIONS)})."
         )
+    if len(classes) < 2:  # a one-class "classifier" scores 100% by always answering that class
+        raise InvalidInputError(
+            f"Image folder {root} has one class subfolder ({classes[0]}); a classifier needs at least two "
+            f"classes: put each class's images in its own subfolder, {root}/<class name>/<image files>."
+        )
     files = _list_files(root, classes)
     channels = COLOR_MODES[color_mode] if color_mode else 0
     good, bad, native = _check_images(files, channels)
     skipped = _report_bad(bad, on_bad_image, root)
     if not good:
         raise InvalidInputError(f"Image folder {root} holds no readable images in {', '.join(classes)}.")
+    readable = sorted({classes[label] for _, label, _ in good})
+    if len(readable) < 2:
+        raise InvalidInputError(
+            f"Image folder {root} has readable images only in {readable[0]} (the others were skipped); a "
+            "classifier needs images of at least two classes."
+        )
     return classes, good, skipped, native
 
 
@@ -149,12 +163,18 @@ def read_folder(path, *, seed: int = 0, on_bad_image: str = "fail", image_size=N
     if color_mode is None:
         color_mode = "grayscale" if all(c == 1 for c in native) else "rgb"
     shapes = [shape for scan in scans for _, _, shape in scan[1]]
+    chose_size = image_size is not None
     if image_size is None:
         image_size = shapes[0][:2]
     image_size = tuple(int(d) for d in image_size)
     if len(image_size) != 2 or min(image_size) < 1:
         raise ValueError(f"image_size must be (height, width) with positive sizes; received {image_size!r}.")
     resized = sum(1 for shape in shapes if tuple(shape[:2]) != image_size)
+    if resized and not chose_size:  # said once here, not only in config.json: some images get stretched
+        warnings.warn(
+            f"{resized} of {len(shapes)} images in {root} are not {image_size[0]}x{image_size[1]}, the first "
+            "image's size; they are resized to it. Pass image_size=(height, width) to choose the size.",
+            stacklevel=3)
     arrays = [_load_with_keras(d, classes, scan[1], image_size, color_mode)
               for d, scan in zip(split_dirs if has_splits else (root,), scans)]
     skipped = [f for scan in scans for f in scan[2]]

@@ -1,9 +1,11 @@
 """The export folder: `export_targets` writes the chosen targets into it, all or nothing.
 
-Everything is built in a hidden staging folder beside `out_dir`. Only when every target succeeded are the
-new files moved into `out_dir`, each with one rename (a folder such as saved_model/ with two): a failure,
-an exception or a kill before that point leaves `out_dir` exactly as it was and no temporary files behind.
-Files of targets not exported this time are kept.
+Everything is built in a hidden staging folder beside `out_dir` (`.<name>.<pid>.<random>.staging`, and a
+`.work` folder for intermediate files). Only when every target succeeded are the new files moved into
+`out_dir`, each with one rename (a folder such as saved_model/ with two): a failure, an exception or a kill
+before that point leaves `out_dir` exactly as it was. A failure or exception leaves no temporary files
+behind; what a kill leaves is removed by the next export to the same folder. Files of targets not exported
+this time are kept.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from nin_keras._atomic import swap_dir, write_json
+from nin_keras._atomic import remove_stale_staging, staging_dir, swap_dir, write_json
 from nin_keras.errors import InvalidInputError
 from nin_keras.export_layout import REPORT_FILES
 from nin_keras.exporting.converter import float32_model
@@ -73,9 +74,9 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InvalidInputError(f"Export folder {out_dir} exists and is not a folder.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
-    work_dir = Path(tempfile.mkdtemp(prefix="nin_keras_export_"))
+    remove_stale_staging(out_dir)  # what an earlier, killed export of this folder left
+    staging = staging_dir(out_dir)
+    work_dir = staging_dir(out_dir, kind="work")
     try:
         context = ExportContext(model=model, representative_images=images, qat_model=qat_model, work_dir=work_dir,
                                 float_model=float32_model(model))

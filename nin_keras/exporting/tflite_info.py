@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ai_edge_litert import schema_py_generated as schema
 
+from nin_keras.checks import check_path
 from nin_keras.errors import InvalidInputError
 
 
@@ -24,8 +25,7 @@ def read_model(source):
         data, label = bytes(source), "model bytes"
     else:
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"TFLite file not found: {path}")
+        check_path("TFLite file", path, kind="file")
         data, label = path.read_bytes(), str(path)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise InvalidInputError(f"{label} is not a TFLite model (no TFL3 flatbuffer identifier).")

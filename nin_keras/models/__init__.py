@@ -17,6 +17,7 @@ from nin_keras.models.signature import (
     check_data_fits,
     check_image_classifier,
     check_labels_fit,
+    check_pixels,
     has_batch_norm,
     outputs_probabilities,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "check_data_fits",
     "check_image_classifier",
     "check_labels_fit",
+    "check_pixels",
     "has_batch_norm",
     "get_preset",
     "list_variants",

@@ -6,7 +6,10 @@ import math
 
 import keras
 
-from nin_keras.checks import check_choice, check_float, check_int
+from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
+from nin_keras.errors import InvalidInputError
+from nin_keras.formatting import format_size
+from nin_keras.machine import total_memory_bytes
 from nin_keras.models.blocks import mlpconv_block
 from nin_keras.models.presets import CLASSES, MlpconvSpec, NINPreset, get_preset
 from nin_keras.models.whitening import GCNZCAWhitening
@@ -66,13 +69,18 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
 
     Returns:
         A `keras.Model`.
+
+    Raises:
+        InvalidInputError: a bad argument, or a network too large for this machine's memory (estimated
+            before anything is built; the message says what it would need and what the machine has).
     """
     preset = get_preset(variant)
     num_classes = check_int("num_classes", num_classes, minimum=1)
     check_choice("pooling", pooling, POOLINGS)
     check_choice("classifier_activation", classifier_activation, CLASSIFIER_ACTIVATIONS)
     check_choice("preprocessing", preprocessing, PREPROCESSINGS)
-    width_multiplier = check_float("width_multiplier", width_multiplier, minimum=0, min_inclusive=False)
+    width_multiplier = check_float("width_multiplier", width_multiplier, minimum=0, min_inclusive=False,
+                                   maximum=MAX_WIDTH_MULTIPLIER)
     dropout_rate = check_float("dropout_rate", dropout_rate, minimum=0, maximum=1, max_inclusive=False)
     if include_top and pooling is not None:
         raise ValueError(
@@ -81,6 +89,8 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
     final_relu = batch_norm if final_relu is None else bool(final_relu)
 
     shape = _resolve_input_shape(preset, input_shape, input_tensor)
+    _check_fits_in_memory(preset, shape, num_classes, width_multiplier, batch_norm=batch_norm,
+                          include_top=include_top, preprocessing=preprocessing)
     if input_tensor is None:
         inputs = keras.Input(shape=shape, name=INPUT_NAME)
         x = inputs
@@ -127,6 +137,54 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
     return keras.Model(inputs, x, name=name or f"nin_{variant}")
+
+
+def estimate_size(variant: str, input_shape, num_classes: int, width_multiplier: float = 1.0, *,
+                  batch_norm: bool = True, include_top: bool = True, preprocessing="rescale") -> tuple[int, int]:
+    """(parameters, activation values of one image) of the network `build_nin` would build, without building it.
+
+    Activations count every conv, BatchNormalization, ReLU and pooling output: what a forward pass of one
+    image holds, and at least what training keeps per image for the backward pass.
+    """
+    preset = get_preset(variant)
+    height, width, channels = (int(d) for d in input_shape)
+    features = height * width * channels
+    params = {"standardize": 2 * channels + 1, "gcn_zca": features * features + features}.get(preprocessing, 0)
+    activations = features
+    for spec in preset.blocks if include_top else _drop_class_layers(preset.blocks):
+        for index, layer_width in enumerate(spec.widths):
+            out = _width(layer_width, num_classes, width_multiplier)
+            kernel = spec.kernel_size if index == 0 else 1
+            if index == 0:
+                height = _after(height, kernel, spec.strides, spec.padding) or 1
+                width = _after(width, kernel, spec.strides, spec.padding) or 1
+            params += kernel * kernel * channels * out + (4 * out if batch_norm else out)  # BN: 4 per channel
+            activations += height * width * out * (3 if batch_norm else 2)  # conv (+ BN) + ReLU outputs
+            channels = out
+        if spec.pool is not None:
+            height = _after(height, spec.pool_size, spec.pool_strides, spec.pool_padding) or 1
+            width = _after(width, spec.pool_size, spec.pool_strides, spec.pool_padding) or 1
+            activations += height * width * channels
+    return params, activations
+
+
+def _check_fits_in_memory(preset: NINPreset, shape, num_classes: int, width_multiplier: float, **options) -> None:
+    """Refuses, before Keras allocates anything, a network whose float32 weights and one image's activations
+    alone exceed this machine's memory (a large --width would otherwise end in an out-of-memory traceback)."""
+    available = total_memory_bytes()
+    if available is None:
+        return
+    params, activations = estimate_size(preset.name, shape, num_classes, width_multiplier, **options)
+    weights, per_image = 4 * params, 4 * activations
+    if weights + per_image <= available:
+        return
+    raise InvalidInputError(
+        f"build_nin(variant={preset.name!r}, width_multiplier={width_multiplier:g}) for "
+        f"{'x'.join(map(str, shape))} images would need at least {format_size(weights + per_image)} of memory "
+        f"({params:,} parameters: {format_size(weights)} of float32 weights, plus {format_size(per_image)} of "
+        f"activations for a single image; training needs several times that), but this machine has "
+        f"{format_size(available)}. Use a smaller width multiplier (CLI: --width)."
+    )
 
 
 def minimum_input_size(variant: str) -> int:

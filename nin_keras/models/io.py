@@ -6,6 +6,7 @@ Lambda layer (arbitrary Python bytecode) is refused rather than run; unknown cus
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def load_model(path) -> keras.Model:
     Raises:
         FileNotFoundError: no file at `path`.
         InvalidInputError: not a `.keras` file, truncated or corrupt.
-        UnsafeFileError: the model holds a Lambda layer or other code that safe mode refuses to run.
+        UnsafeFileError: the model holds a Lambda layer or other code that safe mode refuses to run, or asks
+            Keras to call a function that is no part of a model; the message says which and why.
     """
     path = Path(path)
     if not path.exists():
@@ -56,18 +58,46 @@ def load_model(path) -> keras.Model:
         return keras.models.load_model(path, safe_mode=True, compile=False)
     except (ValueError, TypeError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
         message = " ".join(str(error).split())
-        if "safe_mode" in message or "Lambda" in message:
-            raise UnsafeFileError(
-                f"Refused to load {path}: it contains a Lambda layer (Python code that would run on load). "
-                "Rebuild the model without Lambda layers, or load it yourself with "
-                "keras.models.load_model(path, safe_mode=False) only if you trust its author."
-            ) from None
+        unsafe = _unsafe_reason(message)
+        if unsafe is not None:
+            reason, trusted_fix = unsafe
+            fix = ("Load it only if you trust its author, with keras.models.load_model(path, safe_mode=False)."
+                   if trusted_fix else "Keras refuses such files in any mode: rebuild the model.")
+            raise UnsafeFileError(f"Refused to load {path} (unsafe): {reason}. {fix}") from None
         if "Could not locate" in message or "Unknown layer" in message:
             raise UnsafeFileError(
                 f"Refused to load {path}: it uses a layer or object that is not a Keras or nin-keras one "
                 f"({message[:160]}...). Import and register the code that defines it, if you trust it."
             ) from None
         raise InvalidInputError(f"Could not load {path} (corrupt .keras file?): {message[:300]}") from None
+
+
+# What Keras says when it refuses a file for safety (matched on the innermost message: Keras wraps it in
+# "could not be deserialized properly ... Exception encountered: ..."), what that means for the user, and
+# whether safe_mode=False would load it.
+_UNSAFE_MESSAGES = (
+    ("Lambda", "it contains a Lambda layer, Python code that would run on load (rebuild the model without "
+               "Lambda layers)", True),
+    ("Python lambda", "it contains a Python lambda, code that would run on load", True),
+    ("TFSMLayer", "it contains a TFSMLayer, which loads an external SavedModel (a program that would run)", True),
+    ("vocabulary file outside", "it reads a vocabulary file from outside the archive (any file on this machine)",
+     True),
+    ("Non-modeling APIs", "it asks Keras to call {detail} while loading, a function that is no part of a model "
+                          "(a known way to make a model file read, download or write files)", False),
+    ("not a KerasSaveable", "it names {detail}, a Keras object that is no part of a model", False),
+    ("safe_mode", "it holds something Keras' safe mode does not load ({detail})", True),
+)
+
+
+def _unsafe_reason(message: str) -> tuple[str, bool] | None:
+    """(why Keras refused a file for safety, whether safe_mode=False would load it), or None for other errors."""
+    inner = message.rsplit("Exception encountered: ", 1)[-1]
+    named = re.search(r"[`'](\w[\w.]*)[`']", inner)
+    detail = named.group(1) if named else inner[:160]
+    for marker, reason, trusted_fix in _UNSAFE_MESSAGES:
+        if marker in inner:
+            return reason.format(detail=detail), trusted_fix
+    return None
 
 
 def save_model(model: keras.Model, path) -> Path:

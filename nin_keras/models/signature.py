@@ -5,6 +5,8 @@
 - `outputs_probabilities(model)`: whether its outputs are probabilities (softmax/sigmoid) or logits.
 - `check_data_fits(model, data)`: raises `IncompatibleModelError` when a dataset's image shape or labels do
   not fit the model. Training, quantization, export and evaluation all call it before any slow work.
+- `check_pixels(images)`: refuses pixels no model can classify (complex numbers, NaN, infinity), which
+  artifacts would otherwise answer each in their own way.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def check_arrays_fit(model, images, labels=None) -> None:
     _check_shape(model, images.shape[1:], "the arrays")
     if len(images) == 0:
         raise InvalidInputError("The data holds no images.")
+    check_pixels(images)
     if labels is None:
         return
     labels = np.asarray(labels)
@@ -131,6 +134,27 @@ def check_arrays_fit(model, images, labels=None) -> None:
             )
         return
     check_labels_fit(model.name, num_classes, labels)
+
+
+def check_pixels(images, what: str = "The images") -> None:
+    """Raises InvalidInputError when `images` (an array, first axis the images) hold complex, NaN or infinite
+    values: a model's answer for them means nothing, and each artifact kind answers differently."""
+    images = np.asarray(images)
+    if np.iscomplexobj(images):
+        raise InvalidInputError(
+            f"{what} are complex numbers (dtype {images.dtype}); pixels must be real values (uint8 0..255 or "
+            "float). Pass np.real(images) or np.abs(images) if that is what you mean."
+        )
+    if not np.issubdtype(images.dtype, np.floating) or np.isfinite(np.sum(images, dtype=np.float64)):
+        return  # integers are always finite; a finite sum means every pixel is (checked without a mask first)
+    bad = ~np.isfinite(images.reshape(len(images), -1) if images.ndim > 1 else images.reshape(-1, 1))
+    per_image = bad.any(axis=1)
+    if per_image.any():
+        count, first = int(per_image.sum()), int(np.argmax(per_image))
+        raise InvalidInputError(
+            f"{what} hold NaN or infinite pixels ({count} of {len(per_image)} image(s), the first at index "
+            f"{first}): no model can classify them. Fix or drop those images (np.isfinite finds them)."
+        )
 
 
 def check_labels_fit(model_name: str, num_classes: int, labels) -> None:

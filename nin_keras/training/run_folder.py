@@ -8,6 +8,11 @@ and config.json, the record of the run.
                     chosen and why, status, best and test metrics, one entry per session (call of `train`)
     backup/         training state after the last completed epoch (what `resume=True` continues from)
     logs/           TensorBoard event files (append-only logs; everything else is written atomically)
+
+A new run (fresh, or replacing an old one with `overwrite`) is written into a hidden staging folder beside the
+run folder, `.<name>.<pid>.<random>.staging`, and takes the run folder's place when its first epoch has ended
+(history, best model and backup written). Until then an old run stays whole: a crash or kill -9 during the
+first epoch loses only the new run's first epoch, and the next start removes what it left.
 """
 
 from __future__ import annotations
@@ -18,8 +23,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from nin_keras._atomic import write_json
+import keras
+
+from nin_keras._atomic import remove_stale_staging, staging_dir, swap_dir, write_json
+from nin_keras.errors import InvalidInputError
 from nin_keras.machine import machine_facts
+from nin_keras.training.callbacks import read_backup_metadata
 from nin_keras.training.strategy import StrategyChoice
 
 RUN_FILES = {
@@ -36,16 +45,22 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _files(folder: Path) -> dict:
+    return {key: folder / name for key, name in RUN_FILES.items()}
+
+
 class RunFolder:
     """One run's folder: `paths` (RUN_FILES key -> path) and `config`, what config.json holds.
 
     A session (one call of `train`) calls `prepare`, then `start` before fitting, then `finish` (or
-    `interrupted` when fitting raised).
+    `interrupted` when fitting raised). `paths` point into the staging folder of a new run until `promote`
+    (run by the callback `promotion_callback` gives, at the end of the first epoch) moves it into place.
     """
 
     def __init__(self, path):
         self.path = Path(path)
-        self.paths = {key: self.path / name for key, name in RUN_FILES.items()}
+        self.staging: Path | None = None  # where a new run is written until its first epoch has ended
+        self.paths = _files(self.path)
         self.previous: dict = {}  # config.json of the sessions before this one (resume)
         self.config: dict = {}
 
@@ -60,21 +75,28 @@ class RunFolder:
             path = path.parent / f"{path.name}.worker-{strategy.worker_index}"
         return cls(path)
 
-    def prepare(self, *, resume: bool, overwrite: bool) -> None:
+    def prepare(self, *, resume: bool, overwrite: bool, epochs: int | None = None) -> None:
         """Makes the folder ready: an existing run is continued only with `resume`, replaced only with `overwrite`.
+
+        A new run gets a staging folder (see the module docstring); an old one is not touched here.
 
         Raises:
             FileNotFoundError: `resume` on a folder without config.json.
+            InvalidInputError: `resume` with fewer `epochs` than the run has completed.
             NotADirectoryError: the path is a file.
             FileExistsError: a non-empty folder without `overwrite`, or one that is not a run folder.
         """
         config = self.paths["config"]
         if resume:
+            if self.path.exists() and not self.path.is_dir():
+                raise NotADirectoryError(f"Run folder {self.path} exists and is not a folder.")
             if not config.exists():
                 raise FileNotFoundError(
                     f"Nothing to resume in {self.path}: it has no {RUN_FILES['config']} (not a nin-keras run folder, "
-                    "or the run never started). Drop --resume to start a new run."
+                    "or the run never finished its first epoch). Drop --resume to start a new run."
                 )
+            if epochs is not None:
+                self._check_epochs_left(epochs)
             self.previous = self.read_config()
             return
         if self.path.exists() and not self.path.is_dir():
@@ -90,8 +112,43 @@ class RunFolder:
                     f"Refusing to overwrite {self.path}: it is not empty and has no {RUN_FILES['config']}, so it "
                     "does not look like a nin-keras run folder. Choose another --out."
                 )
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        # What an earlier first epoch of this run folder left: a killed process's, or a failed call's here.
+        remove_stale_staging(self.path, own_process=True)
+        self.staging = staging_dir(self.path)
+        self.paths = _files(self.staging)
+
+    def _check_epochs_left(self, epochs: int) -> None:
+        """Refuses to resume a run with fewer epochs than its backup has completed (it would train nothing)."""
+        metadata = read_backup_metadata(self.paths["backup"])
+        done = int(metadata["epoch"]) if metadata else 0
+        if epochs < done:
+            raise InvalidInputError(
+                f"The run in {self.path} already has {done} epochs, more than --epochs {epochs} (epochs is the "
+                f"run's total, not epochs to add): nothing to resume. Pass --epochs {done + 1} or more to train "
+                "it further, or --overwrite to start a new run."
+            )
+
+    def promote(self, callbacks=()) -> None:
+        """Moves a staged new run into the run folder (an old run there is replaced); nothing when not staged.
+
+        `callbacks` that write into the folder are told: `release_files()` before the move (close open
+        files), `relocate(old, new)` after it.
+        """
+        if self.staging is None:
+            return
+        for callback in callbacks:
+            getattr(callback, "release_files", lambda: None)()
+        staging = self.staging
+        swap_dir(staging, self.path)
+        self.staging = None
+        self.paths = _files(self.path)
+        for callback in callbacks:
+            if hasattr(callback, "relocate"):
+                callback.relocate(staging, self.path)
+
+    def promotion_callback(self, callbacks) -> keras.callbacks.Callback:
+        """A callback, to run after `callbacks`, that promotes the staged run when its first epoch has ended."""
+        return _Promote(self, list(callbacks))
 
     def read_config(self) -> dict:
         """config.json as written so far, or {} when it is missing or unreadable."""
@@ -110,7 +167,15 @@ class RunFolder:
         write_json(self.paths["config"], self.config)
 
     def interrupted(self) -> None:
-        """Records that fitting raised (a kill leaves "running"); best effort, the original error matters more."""
+        """Records that fitting raised (a kill leaves "running"); best effort, the original error matters more.
+
+        A new run still staged (no epoch ended) is dropped: the run folder keeps what it held before.
+        """
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+            self.paths = _files(self.path)
+            return
         self.config["status"] = "interrupted"
         self.config["sessions"][-1]["ended"] = _now()
         try:
@@ -127,3 +192,18 @@ class RunFolder:
     def existing_paths(self) -> dict:
         """RUN_FILES key -> path, None for files this run has not written."""
         return {key: (path if path.exists() else None) for key, path in self.paths.items()}
+
+
+class _Promote(keras.callbacks.Callback):
+    """Promotes a staged run (`RunFolder.promote`) once an epoch has ended, or when training ends."""
+
+    def __init__(self, folder: RunFolder, callbacks: list):
+        super().__init__()
+        self.folder = folder
+        self.callbacks = callbacks
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.promote(self.callbacks)
+
+    def on_train_end(self, logs=None):
+        self.folder.promote(self.callbacks)

@@ -32,7 +32,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from nin_keras._atomic import folder_size
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
-from nin_keras.models import check_image_classifier, load_model
+from nin_keras.models import check_image_classifier, check_pixels, load_model
 from nin_keras.process_state import silenced_native_stderr
 
 ACCEPTED = (
@@ -119,7 +119,11 @@ class Runner:
                 f"{self.precision}>")
 
     def check_images(self, images) -> np.ndarray:
-        """Returns `images` as a 4-D array (N, H, W, C) matching the artifact, or raises naming both shapes."""
+        """Returns `images` as a 4-D array (N, H, W, C) matching the artifact, or raises naming both shapes.
+
+        Complex, NaN and infinite pixels are refused (`check_pixels`): each artifact kind would answer them
+        differently (NaN probabilities, finite ones, or an arbitrary int8 class).
+        """
         images = np.asarray(images)
         if images.dtype == object or not (np.issubdtype(images.dtype, np.number) or images.dtype == bool):
             raise InvalidInputError(f"Images must be a numeric array; received dtype {images.dtype}.")
@@ -132,6 +136,7 @@ class Runner:
                 f"{_describe_shape(images.shape)} (array shape {tuple(images.shape)}). Use data with {h}x{w}x{c} "
                 f"images, or build and export a model for this data (build_nin(input_shape=...))."
             )
+        check_pixels(images)
         return images
 
     def predict(self, images, *, batch_size: int = DEFAULT_CHUNK) -> np.ndarray:

@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nin_keras.checks import check_int
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
-from nin_keras.models.signature import check_labels_fit
+from nin_keras.models.signature import check_labels_fit, check_pixels
+from nin_keras.process_state import silenced_native_stderr
 from nin_keras.verification.artifacts import load_artifact
 
 
@@ -79,9 +80,15 @@ class EvalData:
         self._arrays = self._dataset = None
         if isinstance(data, (tuple, list)) and len(data) == 2:
             images, labels = np.asarray(data[0]), _labels(data[1])
+            if images.ndim not in (3, 4):  # before counting: len() of a 5-D array counts something else
+                raise IncompatibleModelError(
+                    f"Images must be a 4-D array (count, height, width, channels), or 3-D (count, height, width) "
+                    f"for one-channel models; received a {images.ndim}-D array of shape {images.shape}."
+                )
             if len(images) != len(labels):
                 raise InvalidInputError(f"The data has {len(images)} images but {len(labels)} labels.")
             self._arrays = (images[:self.limit], labels[:self.limit])
+            check_pixels(self._arrays[0])  # here, so the message counts over the whole array, not one batch
         elif hasattr(data, "element_spec"):
             spec = data.element_spec
             if not isinstance(spec, tuple) or len(spec) < 2:
@@ -110,7 +117,12 @@ class EvalData:
 
     def first_batch(self):
         if self._first is None:
-            self._first = next(iter(self), None)
+            batches = iter(self)
+            # One batch leaves a cached tf.data pipeline part-read, and TensorFlow logs a C++ warning when
+            # that iterator goes: close it now, where the CLI drops native log lines.
+            with silenced_native_stderr():
+                self._first = next(batches, None)
+                batches.close()
             if self._first is None:
                 raise InvalidInputError("The evaluation data is empty.")
         return self._first

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from nin_keras import _atomic
+from nin_keras.checks import check_path
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import IncompatibleModelError
 from nin_keras.export_layout import (
@@ -61,8 +62,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         IncompatibleModelError: the data does not fit the models (image shape, class count).
     """
     out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise FileNotFoundError(f"Export folder not found: {out_dir}")
+    check_path("Export folder", out_dir, kind="folder")
     found = discover_artifacts(out_dir)
     if not found:
         names = ", ".join(name for name, _ in ARTIFACTS)

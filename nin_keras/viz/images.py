@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nin_keras.checks import check_path
 from nin_keras.errors import InvalidInputError
 
 
@@ -23,7 +24,7 @@ def load_images(paths, input_shape) -> np.ndarray:
         uint8 array (len(paths), height, width, channels).
 
     Raises:
-        FileNotFoundError: a path does not exist.
+        FileNotFoundError: a path does not exist. IsADirectoryError: a path is a folder.
         InvalidInputError: a file that is not a readable image; a channel count other than 1 or 3.
     """
     from PIL import Image, UnidentifiedImageError  # lazy: Pillow is not a declared dependency (matplotlib brings it)
@@ -37,8 +38,7 @@ def load_images(paths, input_shape) -> np.ndarray:
         raise InvalidInputError("No image files given.")
     images = []
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file not found: {path}")
+        check_path("Image file", path, kind="file")
         try:
             with Image.open(path) as image:
                 image = image.convert("L" if channels == 1 else "RGB")

@@ -85,6 +85,8 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     # A pipe or log file gets a table as wide as its rows (rich would squeeze it into 80 columns).
     console = console or (Console() if sys.stdout.isatty() else Console(width=132))
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"Demo folder {out_dir} is a file, not a folder: choose another --out.")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}

@@ -9,8 +9,8 @@ both places or not at all.
 # NIN variants: nin_keras.models.presets.PRESETS.
 VARIANT_NAMES = ("cifar", "mnist", "imagenet", "d2l")
 # Training recipes: nin_keras.training.recipes.RECIPES.
-RECIPE_NAMES = ("paper", "paper_no_bn", "adam")
-OPTIMIZERS = ("sgd", "adam")
+RECIPE_NAMES = ("budget", "paper", "paper_no_bn", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 # Dtype policies train() can pick: nin_keras.training.precision.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")

@@ -374,3 +374,28 @@ def test_keras_download_path_shapes_and_network_errors(monkeypatch):
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(InvalidInputError, match=r"Could not download.*data_dir.*mnist\.npz"):
         nin_keras.load_dataset("mnist")
+
+
+def test_fashion_mnist_without_data_dir_reads_the_system_package_then_keras(monkeypatch, tmp_path):
+    import keras
+
+    from nin_keras.data import sources
+
+    package_dir = tmp_path / "usr-share-datasets-fashion-mnist"
+    monkeypatch.setitem(sources.SYSTEM_PACKAGES, "fashion_mnist", ("dataset-fashion-mnist", package_dir))
+
+    def offline():
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
+    # Neither the package nor the network: the error names both ways to get the files.
+    with pytest.raises(InvalidInputError, match=r"data_dir.*apt-get install dataset-fashion-mnist"):
+        nin_keras.load_dataset("fashion_mnist")
+
+    arrays = write_idx_dir(package_dir)  # the package's layout: the four original IDX .gz files
+    splits = nin_keras.load_dataset("fashion_mnist", validation_split=0.0)
+    assert splits.info["system_package"] == "dataset-fashion-mnist"
+    assert splits.info["source"][0].startswith(str(package_dir))
+    _, y = nin_keras.data.as_arrays(splits, split="test")
+    np.testing.assert_array_equal(y, arrays["y_test"])
+    assert splits.info["horizontal_flip_ok"] is True  # clothes may be mirrored (recipes read this)

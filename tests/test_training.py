@@ -88,7 +88,7 @@ def test_clone_with_policy_keeps_the_global_policy_and_a_float32_output():
 
 
 def test_recipes_are_data_with_the_paper_values():
-    assert set(RECIPES) >= {"paper", "paper_no_bn", "adam"}
+    assert set(RECIPES) >= {"budget", "paper", "paper_no_bn", "adam"}
     paper = RECIPES["paper"]
     assert (paper.optimizer, paper.learning_rate, paper.momentum, paper.weight_decay, paper.schedule) == \
         ("sgd", 0.1, 0.9, 1e-4, "step")
@@ -155,7 +155,7 @@ def test_train_writes_a_complete_run_folder(toy, tmp_path):
     assert config["strategy"]["name"] == "one"
     assert all(config["machine"][package] for package in ("tensorflow", "keras", "numpy", "nin_keras"))
     assert config["machine"]["cores"] >= 1
-    assert config["recipe"]["name"] == "paper"
+    assert config["recipe"]["name"] == "budget"  # the default
     assert config["best"]["monitor"] == "val_accuracy"
     assert 0 <= config["test"]["accuracy"] <= 1
 

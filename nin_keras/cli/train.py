@@ -5,22 +5,15 @@ from __future__ import annotations
 import re
 import sys
 
-from nin_keras.cli.options import (add_data_arguments, fraction, load_data_from_args, non_negative_float,
-                                   positive_float, positive_int)
+from nin_keras.cli.options import (add_data_arguments, epoch_count, fraction, load_data_from_args,
+                                   non_negative_float, positive_float, positive_int, width_multiplier)
 from nin_keras.choices import OPTIMIZERS, PRECISIONS, RECIPE_NAMES, SCHEDULES, STRATEGIES
 from nin_keras.formatting import safe_name
 
 EXIT_DIVERGED = 1
 
 
-
-
-
-
-
-
 def register(subparsers) -> None:
-
     parser = subparsers.add_parser(
         "train", help="train a NIN on a dataset into a run folder (resumable)",
         description="Build a NIN for the dataset and train it with model.fit. The run folder (default "
@@ -33,27 +26,34 @@ def register(subparsers) -> None:
     model.add_argument("--variant", metavar="V", default=None,
                        help="NIN variant: cifar, mnist, imagenet, d2l (default: mnist for 1-channel images, "
                             "cifar otherwise); its layers, at the dataset's image size")
-    model.add_argument("--width", metavar="W", type=positive_float, default=1.0,
+    model.add_argument("--width", metavar="W", type=width_multiplier, default=1.0,
                        help="width multiplier of the hidden layers (default 1.0)")
     model.add_argument("--no-batch-norm", action="store_true",
                        help="the paper's network without BatchNormalization (the paper recipe then uses lr 0.01)")
     fit = parser.add_argument_group("training")
-    fit.add_argument("--epochs", metavar="N", type=positive_int, required=True, help="epochs of the whole run")
-    fit.add_argument("--recipe", choices=sorted(RECIPE_NAMES), default=None,
-                     help="paper (SGD momentum 0.9, lr 0.1 with BN / 0.01 without, weight decay 1e-4, step decay "
-                          "x0.1) or adam (Adam 1e-3, cosine; quick runs). Default: paper, or adam with "
-                          "--optimizer adam")
+    fit.add_argument("--epochs", metavar="N", type=epoch_count, required=True, help="epochs of the whole run")
+    fit.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
+                     help="budget (default: AdamW, warm-up then cosine over exactly this run, label smoothing, "
+                          "augmentation chosen by the epochs and the kind of images), paper (SGD momentum 0.9, lr "
+                          "0.1 with BN / 0.01 without, weight decay 1e-4, step decay x0.1, the paper's "
+                          "augmentation) or adam (Adam 1e-3, cosine). --optimizer sgd alone picks paper, "
+                          "--optimizer adam alone picks adam")
     fit.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="override the recipe's optimizer")
     fit.add_argument("--lr", metavar="RATE", type=positive_float, default=None,
-                     help="override the recipe's initial learning rate")
+                     help="override the recipe's peak learning rate (used as given, at any batch size)")
     fit.add_argument("--schedule", choices=SCHEDULES, default=None, help="override the recipe's lr schedule")
     fit.add_argument("--momentum", type=non_negative_float, default=None, help="override the SGD momentum")
     fit.add_argument("--weight-decay", metavar="WD", type=non_negative_float, default=None,
                      help="override the recipe's weight decay")
-    fit.add_argument("--label-smoothing", metavar="S", type=fraction, default=0.0,
-                     help="label smoothing in [0, 1) (default 0)")
+    fit.add_argument("--label-smoothing", metavar="S", type=fraction, default=None,
+                     help="override the recipe's label smoothing, in [0, 1)")
+    fit.add_argument("--warmup-epochs", metavar="E", type=non_negative_float, default=None,
+                     help="override the recipe's learning-rate warm-up, in epochs (shorter than the run; 0: none)")
+    fit.add_argument("--dropout", metavar="R", type=fraction, default=None,
+                     help="dropout rate while training, in [0, 1) (default: the recipe's for the budget)")
     fit.add_argument("--no-augment", action="store_true",
-                     help="no random translation/flip of training images (default: the paper's augmentation)")
+                     help="no random translation/flip of training images (default: what the recipe picks for the "
+                          "budget and the kind of images)")
     fit.add_argument("--validation-split", metavar="F", type=fraction, default=0.1,
                      help="fraction of the training set held out for validation (default 0.1)")
     fit.add_argument("--steps-per-epoch", metavar="N", type=positive_int, default=None,
@@ -96,7 +96,7 @@ def train_command(args) -> int:
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op: create the strategy first.
     strategy = get_strategy(args.strategy)
     keras.utils.set_random_seed(args.seed)  # before the model's weights are initialised: repeatable runs
-    data = load_data_from_args(args, augment=not args.no_augment, validation_split=args.validation_split)
+    data = load_data_from_args(args, augment=False, validation_split=args.validation_split)  # train() augments
     variant = args.variant or ("mnist" if data.input_shape[-1] == 1 else "cifar")
     preprocessing = None if str((data.info or {}).get("dtype", "uint8")) == "float32" else "rescale"
     model = build_nin(data.num_classes, variant=variant, input_shape=tuple(data.input_shape),
@@ -107,7 +107,9 @@ def train_command(args) -> int:
         result = train(
             model, data, epochs=args.epochs, recipe=args.recipe, optimizer=args.optimizer, learning_rate=args.lr,
             momentum=args.momentum, schedule=args.schedule, weight_decay=args.weight_decay,
-            label_smoothing=args.label_smoothing, out_dir=args.out, name=name, resume=args.resume,
+            label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
+            augment=False if args.no_augment else "auto",
+            dropout="auto" if args.dropout is None else args.dropout, out_dir=args.out, name=name, resume=args.resume,
             overwrite=args.overwrite, precision=args.precision, strategy=strategy, seed=args.seed,
             deterministic=args.deterministic, early_stopping=args.early_stopping,
             tensorboard=False if args.no_tensorboard else "auto", jit_compile=True if args.jit_compile else "auto",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nin_keras.checks import check_bool, check_choice, check_float, check_int
+from nin_keras.checks import MAX_BATCH_SIZE, MAX_SEED, check_bool, check_choice, check_float, check_int
 from nin_keras.data import sources
 from nin_keras.data.folder import ON_BAD_IMAGE
 from nin_keras.data.pipeline import Augmentation, make_dataset, split_validation
@@ -15,6 +15,8 @@ from nin_keras.errors import InvalidInputError
 
 def _check_arrays(raw, name: str, num_classes: int) -> None:
     where = ", ".join(raw.files) or name
+    if num_classes < 2:
+        raise InvalidInputError(f"{where}: {num_classes} class; a classifier needs at least two classes.")
     for split in ("train", "test"):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if x.ndim != 4 or len(x) != len(y):
@@ -46,7 +48,8 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
 
     Args:
         name: one of `nin_keras.data.list_datasets()`: "cifar10", "cifar100", "mnist", "fashion_mnist"
-            (downloaded and cached by keras.datasets), "svhn_cropped" (needs `pip install nin-keras[svhn]`),
+            (downloaded and cached by keras.datasets; fashion_mnist is read from the system package
+            dataset-fashion-mnist instead when it is installed), "svhn_cropped" (needs `pip install nin-keras[svhn]`),
             "digits" (scikit-learn's 8x8 digits, offline), "folder:PATH" (one subfolder per class) or
             "synthetic" (random images and labels, for benchmarks and smoke tests only).
         data_dir: read the original files from this folder, with no network: mnist.npz or the four IDX files
@@ -86,8 +89,8 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
         UnsafeFileError: a CIFAR pickle that would run code.
     """
     source, extra = sources.resolve(name)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
+    seed = check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     validation_split = check_float("validation_split", validation_split, minimum=0, maximum=1, max_inclusive=False)
     augment = check_bool("augment", augment)
     check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
@@ -122,6 +125,7 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
         "dtype": "uint8",
         "preprocessing": "none (raw uint8 pixels 0..255; the model rescales)",
         "augmentation": None,
+        "horizontal_flip_ok": source.flip,  # whether a mirrored image keeps its class (recipes read it)
     }
     info.update(raw.info)
     if info["synthetic"]:

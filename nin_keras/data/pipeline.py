@@ -36,6 +36,11 @@ class Augmentation:
     def describe(self) -> dict:
         return {"translate_pixels": self.pad, "horizontal_flip": self.flip, "where": "tf.data (CPU), per batch"}
 
+    def summary(self) -> str:
+        """A few words: "shifts of up to 2 px + horizontal flips"."""
+        parts = ([f"shifts of up to {self.pad} px"] if self.pad else []) + (["horizontal flips"] if self.flip else [])
+        return " + ".join(parts) or "none"
+
 
 def split_validation(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic seeded hold-out: returns sorted (train_indices, validation_indices) of range(n)."""
@@ -78,12 +83,20 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int, shu
         dataset = dataset.shuffle(max(1, len(images)), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, num_parallel_calls=autotune, deterministic=True)
     if augmentation is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, s: (augment_batch(batch[0], s, augmentation), batch[1]),
-            num_parallel_calls=autotune, deterministic=True,
-        )
+        dataset = augment_dataset(dataset, augmentation, seed=seed)
     return dataset.prefetch(autotune)
+
+
+def augment_dataset(dataset, augmentation: Augmentation, *, seed: int = 0):
+    """A batched (images, labels) dataset with `augmentation` applied to every batch of images (seeded).
+
+    Each pass draws new translations and flips, repeatably for the same seed.
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda batch, s: (augment_batch(batch[0], s, augmentation), batch[1]),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+    )
 
 
 def measure_pipeline_throughput(dataset, *, steps: int = 50, warmup: int = 2) -> float:

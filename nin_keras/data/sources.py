@@ -66,6 +66,8 @@ def _require_dir(data_dir) -> Path:
     path = Path(data_dir).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data_dir {path} does not exist.")
+    if not path.is_dir():
+        raise NotADirectoryError(f"data_dir {path} is a file, not a folder: pass the folder that holds the files.")
     return path
 
 
@@ -90,12 +92,35 @@ def _keras_load(name: str, expected: str, loader: Callable):
 # --------------------------------------------------------------------------------------------- MNIST family
 
 
+# Distribution packages that install a dataset's original files: name -> (package, folder it installs).
+SYSTEM_PACKAGES = {"fashion_mnist": ("dataset-fashion-mnist", Path("/usr/share/datasets/fashion-mnist"))}
+
+
+def _from_system_package(name: str, class_names: list) -> RawData | None:
+    """The dataset's files as a system package installed them (same files keras.datasets downloads), or None."""
+    if name not in SYSTEM_PACKAGES:
+        return None
+    package, folder = SYSTEM_PACKAGES[name]
+    idx = formats.find_idx_files(folder) if folder.is_dir() else None
+    if idx is None:
+        return None
+    arrays = formats.read_idx_dataset(idx)
+    return RawData(*arrays, class_names=list(class_names), files=[str(p) for p in idx.values()],
+                   info={"system_package": package})
+
+
 def _mnist_like(name: str, npz: bool, subdirs: tuple, keras_module: str, class_names: list) -> Callable:
     expected = ("mnist.npz or " if npz else "") + "the four IDX files " + ", ".join(
         f"{stem}.gz" for stem in formats.IDX_FILES.values())
+    if name in SYSTEM_PACKAGES:
+        package, folder = SYSTEM_PACKAGES[name]
+        expected += f" (or install the system package {package}, e.g. apt-get install {package}, into {folder})"
 
     def read(data_dir, seed, **_):
         if data_dir is None:
+            installed = _from_system_package(name, class_names)  # no network needed: prefer it
+            if installed is not None:
+                return installed
             module = getattr(keras.datasets, keras_module)
             (x_train, y_train), (x_test, y_test) = _keras_load(name, expected, module.load_data)
             return RawData(x_train[..., None], y_train, x_test[..., None], y_test, class_names=list(class_names),
@@ -233,7 +258,8 @@ SOURCES: dict[str, Source] = {
         "MNIST: 60k/10k 28x28x1 handwritten digits, 10 classes (keras.datasets)",
         _mnist_like("mnist", True, ("mnist",), "mnist", DIGIT_CLASSES), flip=False, num_classes=10),
     "fashion_mnist": Source(
-        "Fashion-MNIST: 60k/10k 28x28x1 clothing images, 10 classes (keras.datasets)",
+        "Fashion-MNIST: 60k/10k 28x28x1 clothing images, 10 classes (keras.datasets, or the system package "
+        "dataset-fashion-mnist when installed)",
         _mnist_like("fashion_mnist", False, ("fashion-mnist", "fashion_mnist"), "fashion_mnist", FASHION_CLASSES),
         num_classes=10),
     "svhn_cropped": Source(

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def _finite(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def _moved(path, old_root, new_root) -> Path:
+    """Where `path` (inside `old_root`) is once `old_root` has been renamed to `new_root`."""
+    return Path(new_root) / Path(path).relative_to(old_root)
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -145,6 +151,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             if old.name != name:
                 old.unlink(missing_ok=True)
 
+    def relocate(self, old_root, new_root) -> None:
+        """The run folder moved (a staged run promoted): back up into its new place."""
+        self.backup_dir = str(_moved(self.backup_dir, old_root, new_root))
+        for name in ("_weights_path", "_training_metadata_path", "_prev_weights_path",
+                     "_prev_training_metadata_path"):
+            if hasattr(self, name):
+                setattr(self, name, str(_moved(getattr(self, name), old_root, new_root)))
+
 
 class BestModelSaver(keras.callbacks.Callback):
     """Saves the best model so far (by `monitor`) as a float32 model, atomically.
@@ -200,6 +214,10 @@ class BestModelSaver(keras.callbacks.Callback):
         self.best, self.best_epoch = float(value), epoch + 1
         self.best_logs = {k: float(v) for k, v in logs.items() if _finite(v)}
 
+    def relocate(self, old_root, new_root) -> None:
+        """The run folder moved (a staged run promoted): save into its new place."""
+        self.path = _moved(self.path, old_root, new_root)
+
 
 def history_from_rows(rows: list[dict]) -> dict[str, list[float]]:
     """{metric: [value per epoch]} from history rows (the `epoch` column included)."""
@@ -210,7 +228,8 @@ def history_from_rows(rows: list[dict]) -> dict[str, list[float]]:
 
 
 class HistoryCSV(keras.callbacks.Callback):
-    """Writes one row per epoch (1-based `epoch`, the logs, the learning rate) to `path`, atomically.
+    """Writes one row per epoch (1-based `epoch`, the logs, the learning rate, the epoch's
+    wall-clock seconds) to `path`, atomically.
 
     Args:
         path: the CSV file.
@@ -225,6 +244,7 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         # Epoch numbers in the file are 1-based: drop rows this run will redo (after a kill, they may exist).
         self.rows = [row for row in self.rows if row["epoch"] <= epoch]
+        self._started = time.perf_counter()
         self._learning_rate = None
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
@@ -238,6 +258,8 @@ class HistoryCSV(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
         if getattr(self, "_learning_rate", None) is not None:
             row["learning_rate"] = self._learning_rate
+        if getattr(self, "_started", None) is not None:  # wall-clock of the epoch, its validation pass included
+            row["epoch_seconds"] = round(time.perf_counter() - self._started, 3)
         self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
         self.write()
 
@@ -256,12 +278,31 @@ class HistoryCSV(keras.callbacks.Callback):
     def history(self) -> dict[str, list[float]]:
         return history_from_rows(self.rows)
 
+    def relocate(self, old_root, new_root) -> None:
+        """The run folder moved (a staged run promoted): write into its new place."""
+        self.path = _moved(self.path, old_root, new_root)
+
+
+class RunTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback that can follow its run folder when it moves (a staged run promoted)."""
+
+    def release_files(self) -> None:
+        """Closes the event files: TensorFlow's writer reopens a file it finds gone, at its old path."""
+        self._close_writers()
+        self._writers = {}
+
+    def relocate(self, old_root, new_root) -> None:
+        """Writes new event files in the moved folder (TensorBoard reads every events file of a folder)."""
+        self.log_dir = self._log_write_dir = str(_moved(self.log_dir, old_root, new_root))
+        self._train_dir = os.path.join(self._log_write_dir, "train")
+        self._val_dir = os.path.join(self._log_write_dir, "validation")
+
 
 def tensorboard_callback(log_dir):
     """Keras' TensorBoard callback writing epoch summaries (no graph, no profiling) under `log_dir`."""
     os.makedirs(log_dir, exist_ok=True)
-    return keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False,
-                                       update_freq="epoch", profile_batch=0)
+    return RunTensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False, update_freq="epoch",
+                          profile_batch=0)
 
 
 def tensorboard_wanted(value) -> bool:

@@ -1,8 +1,9 @@
 """What `fit` reads: the data `train` accepts, adapted to train/validation/test pipelines.
 
 `adapt_data` takes a `DatasetSplits`, an (images, labels) pair of arrays or a batched tf.data.Dataset of
-(images, labels); `for_fit` then fixes the steps per epoch, one-hot encodes labels for label smoothing and
-shards the pipelines across workers. Whether the data fits the model is `nin_keras.models.signature`'s check.
+(images, labels); `for_fit` then adds the recipe's augmentation, fixes the steps per epoch, one-hot encodes
+labels for label smoothing and shards the pipelines across workers. Whether the data fits the model is
+`nin_keras.models.signature`'s check.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from nin_keras.data.pipeline import Augmentation, augment_dataset
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.errors import InvalidInputError
 from nin_keras.models.signature import check_data_fits, check_image_classifier
@@ -74,8 +76,8 @@ def adapt_data(data, model, *, batch_size: int) -> Inputs:
     return Inputs(data, None, None, "dataset", classes, tuple(spec[0].shape[1:]), {})
 
 
-def for_fit(inputs: Inputs, *, steps_per_epoch: int | None, num_workers: int, label_smoothing: float) -> Inputs:
-    """`inputs` ready for `fit`: steps per epoch fixed, labels one-hot under label smoothing, sharded for workers.
+def count_steps(inputs: Inputs, steps_per_epoch: int | None) -> int:
+    """Batches per epoch: `steps_per_epoch`, or one pass over the training split.
 
     Raises:
         InvalidInputError: an infinite training dataset without `steps_per_epoch`.
@@ -83,7 +85,29 @@ def for_fit(inputs: Inputs, *, steps_per_epoch: int | None, num_workers: int, la
     steps = steps_per_epoch or cardinality(inputs.train)
     if steps is None:
         raise InvalidInputError("The training dataset is infinite: pass steps_per_epoch.")
+    return steps
+
+
+def batch_size_of(inputs: Inputs, default: int | None) -> int | None:
+    """Images per training batch: what load_dataset recorded, `default` for arrays, None when unknown."""
+    recorded = (inputs.info or {}).get("batch_size")
+    if recorded is not None:
+        return int(recorded)
+    return default if inputs.name == "arrays" else None
+
+
+def for_fit(inputs: Inputs, *, steps_per_epoch: int | None, num_workers: int, label_smoothing: float,
+            augmentation: Augmentation | None = None, seed: int | None = None) -> Inputs:
+    """`inputs` ready for `fit`: augmented (if asked), steps per epoch fixed, labels one-hot under label
+    smoothing, sharded for workers.
+
+    Raises:
+        InvalidInputError: an infinite training dataset without `steps_per_epoch`.
+    """
+    steps = count_steps(inputs, steps_per_epoch)
     train, validation, test = inputs.train, inputs.validation, inputs.test
+    if augmentation is not None:
+        train = augment_dataset(train, augmentation, seed=seed or 0).prefetch(tf.data.AUTOTUNE)
     validation_steps = None
     if steps_per_epoch is not None:
         train = train.repeat()

@@ -1,5 +1,6 @@
 """The model `fit` trains: the caller's model rebuilt under the chosen precision inside the strategy's scope,
-compiled with the recipe's optimizer and the loss and accuracy metric that match its outputs and labels."""
+compiled with the recipe's optimizer and the loss and accuracy metric that match its outputs and labels, its
+Dropout layers at the recipe's rate for the budget."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import keras
 
 from nin_keras.models.signature import outputs_probabilities
 from nin_keras.training.precision import PrecisionChoice, clone_with_policy
-from nin_keras.training.recipes import Recipe, make_optimizer
+from nin_keras.training.recipes import RecipePlan, make_optimizer
 from nin_keras.training.strategy import StrategyChoice
 
 
@@ -24,22 +25,37 @@ def loss_and_metrics(model, label_smoothing: float) -> tuple:
             [keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-def compile_for_training(model, *, precision: PrecisionChoice, strategy: StrategyChoice, recipe: Recipe,
-                         total_steps: int, label_smoothing: float, jit_compile) -> keras.Model:
+def compile_for_training(model, *, precision: PrecisionChoice, strategy: StrategyChoice, plan: RecipePlan,
+                         jit_compile) -> keras.Model:
     """A compiled copy of `model` under `precision`, its variables created in `strategy`'s scope.
 
     Args:
         model: the caller's model (left as it is).
         precision, strategy: the choices of the run.
-        recipe: optimizer and learning-rate schedule, the schedule spread over `total_steps` optimizer steps.
-        label_smoothing: see `loss_and_metrics`.
+        plan: the recipe resolved for the run: optimizer, learning-rate schedule over the run's steps, label
+            smoothing (see `loss_and_metrics`), and the dropout rate of the copy (None keeps the model's).
         jit_compile: passed to `compile` (True, False or "auto").
     """
     with strategy.strategy.scope():
         train_model = clone_with_policy(model, precision.policy)
-        optimizer = make_optimizer(recipe, total_steps)
+        if plan.dropout is not None:
+            set_dropout(train_model, plan.dropout)
+        optimizer = make_optimizer(plan)
         if precision.policy == "mixed_float16":  # float16 gradients underflow without loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        loss, metrics = loss_and_metrics(model, label_smoothing)
+        loss, metrics = loss_and_metrics(model, plan.recipe.label_smoothing)
         train_model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
     return train_model
+
+
+def set_dropout(model, rate: float) -> int:
+    """Sets the rate of every Dropout layer in `model` (nested models included) before it is traced; returns
+    how many there were. Dropout reads its rate when the training step is traced, so this must precede `fit`."""
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = float(rate)
+            count += 1
+        elif isinstance(layer, keras.Model):
+            count += set_dropout(layer, rate)
+    return count

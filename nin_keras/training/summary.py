@@ -11,7 +11,7 @@ from pathlib import Path
 from nin_keras.models.io import load_model
 from nin_keras.training.callbacks import HistoryCSV, RunCallbacks
 from nin_keras.training.precision import PrecisionChoice
-from nin_keras.training.recipes import Recipe
+from nin_keras.training.recipes import RecipePlan
 from nin_keras.training.setup import loss_and_metrics
 from nin_keras.training.strategy import StrategyChoice
 from nin_keras.viz import plot_training_curves
@@ -44,11 +44,11 @@ def plot_curves(history: HistoryCSV, path: Path, *, title: str) -> Path | None:
     """Loss and accuracy curves of the run so far at `path`; None when no epoch finished."""
     if not history.rows:
         return None
-    curves = {k: v for k, v in history.history.items() if k not in ("epoch", "learning_rate")}
+    curves = {k: v for k, v in history.history.items() if k not in ("epoch", "learning_rate", "epoch_seconds")}
     return Path(plot_training_curves(curves, path, title=title))
 
 
-def how_it_ended(run: RunCallbacks, *, epochs: int, model_path: Path, recipe: Recipe, precision: PrecisionChoice,
+def how_it_ended(run: RunCallbacks, *, epochs: int, model_path: Path, plan: RecipePlan, precision: PrecisionChoice,
                  strategy: StrategyChoice, batch_norm: bool) -> tuple[str | None, str]:
     """(stopped, message): stopped is None (all epochs ran), "nan" or "early_stopping"."""
     rows, best, monitor = run.history.rows, run.best, run.saver.monitor
@@ -57,8 +57,8 @@ def how_it_ended(run: RunCallbacks, *, epochs: int, model_path: Path, recipe: Re
         kept = (f"Kept the last good model: {model_path} (epoch {best['epoch']}, {monitor} {best['value']:.4f})."
                 if best and model_path.exists() else
                 "No epoch finished before that, so there is no saved model.")
-        tips = [f"a lower learning rate (this run: {recipe.learning_rate:g}; try "
-                f"{recipe.learning_rate / 10:g} with --lr / learning_rate=)"]
+        peak = plan.peak_learning_rate
+        tips = [f"a lower learning rate (this run's peak: {peak:g}; try {peak / 10:g} with --lr / learning_rate=)"]
         if precision.mixed:
             tips.append(f"--precision float32 (this run used {precision.policy})")
         if not batch_norm:

@@ -15,14 +15,15 @@ import keras
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_framework_config  # (is_/disable_op_determinism)
 
-from nin_keras.checks import check_bool, check_choice, check_float, check_int
+from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
+                              check_float, check_int)
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
 from nin_keras.models.signature import has_batch_norm
 from nin_keras.training.callbacks import run_callbacks, tensorboard_wanted
-from nin_keras.training.inputs import Inputs, adapt_data, for_fit
+from nin_keras.training.inputs import Inputs, adapt_data, batch_size_of, count_steps, for_fit
 from nin_keras.training.precision import PrecisionChoice, choose_precision, clone_with_policy
-from nin_keras.training.recipes import Recipe, resolve_recipe
+from nin_keras.training.recipes import Recipe, RecipePlan, plan_recipe, resolve_recipe
 from nin_keras.training.run_folder import RunFolder
 from nin_keras.training.setup import compile_for_training
 from nin_keras.training.strategy import STRATEGIES, StrategyChoice, patch_for_multiworker, resolve_strategy
@@ -87,16 +88,27 @@ def _op_determinism(enabled: bool):
             tf_framework_config.disable_op_determinism()
 
 
-def _config_record(model, inputs: Inputs, *, recipe: Recipe, recipe_note: str, precision: PrecisionChoice,
+def _plan(recipe: Recipe, inputs: Inputs, *, epochs: int, steps_per_epoch: int | None, batch_size: int,
+          warmup_epochs, augment, dropout) -> RecipePlan:
+    """The recipe resolved for this run's budget, batch and images (see `plan_recipe`)."""
+    info = inputs.info or {}
+    return plan_recipe(recipe, epochs=epochs, steps_per_epoch=count_steps(inputs, steps_per_epoch),
+                       batch_size=batch_size_of(inputs, batch_size), warmup_epochs=warmup_epochs, augment=augment,
+                       dropout=dropout, image_shape=inputs.input_shape, flips_allowed=info.get("horizontal_flip_ok"),
+                       data_augmented=bool(info.get("augmentation")))
+
+
+def _config_record(model, inputs: Inputs, *, plan: RecipePlan, recipe_note: str, precision: PrecisionChoice,
                    strategy: StrategyChoice, batch_norm: bool, arguments: dict) -> dict:
     """What config.json says of a session's set-up (`RunFolder.start` adds the machine and the sessions)."""
+    recipe = plan.recipe
     arguments = {"epochs": arguments.pop("epochs"), "recipe": recipe.name, "optimizer": recipe.optimizer,
                  "learning_rate": recipe.learning_rate, "momentum": recipe.momentum, "schedule": recipe.schedule,
-                 "weight_decay": recipe.weight_decay, "precision": precision.requested,
-                 "strategy": strategy.requested, **arguments}
+                 "weight_decay": recipe.weight_decay, "label_smoothing": recipe.label_smoothing,
+                 "precision": precision.requested, "strategy": strategy.requested, **arguments}
     return {
         "arguments": arguments,
-        "recipe": {**recipe.as_dict(), "note": recipe_note},
+        "recipe": {**plan.as_dict(), "note": recipe_note},
         "seed": arguments["seed"],
         "deterministic": arguments["deterministic"],
         "precision": precision.as_dict(),
@@ -109,7 +121,8 @@ def _config_record(model, inputs: Inputs, *, recipe: Recipe, recipe_note: str, p
 
 def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optimizer: str | None = None,
           learning_rate: float | None = None, momentum: float | None = None, schedule: str | None = None,
-          weight_decay: float | None = None, label_smoothing: float = 0.0, out_dir=None, name: str | None = None,
+          weight_decay: float | None = None, label_smoothing: float | None = None,
+          warmup_epochs: float | None = None, augment="auto", dropout="auto", out_dir=None, name: str | None = None,
           resume: bool = False, overwrite: bool = False, precision: str = "auto", strategy="auto",
           seed: int | None = None, deterministic: bool = False, monitor: str | None = None,
           early_stopping: int | None = None, tensorboard="auto", jit_compile="auto",
@@ -127,12 +140,22 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
         data: a `DatasetSplits` (`nin_keras.load_dataset`; validation and test splits are used), a batched
             `tf.data.Dataset` of (images, labels), or an (images, labels) pair of arrays.
         epochs: total epochs of the run (a resumed run continues up to this number).
-        recipe: "paper" (SGD momentum 0.9, lr 0.1 with BN / 0.01 without, weight decay 1e-4, lr x0.1 at 50%
-            and 75% of training), "paper_no_bn" or "adam" (Adam 1e-3, cosine). Defaults to "paper", or "adam"
-            when `optimizer="adam"`. See `nin_keras.training.RECIPES`.
-        optimizer, learning_rate, momentum, schedule, weight_decay: override the recipe's ("sgd"|"adam";
-            schedule "step"|"cosine"|"constant").
-        label_smoothing: in [0, 1). Defaults to 0.
+        recipe: "budget" (AdamW, warm-up then cosine over exactly this run, label smoothing, augmentation
+            chosen by the epoch budget and the kind of images), "paper" (SGD momentum 0.9, lr 0.1 with BN /
+            0.01 without, weight decay 1e-4, lr x0.1 at 50% and 75% of training, the paper's augmentation),
+            "paper_no_bn" or "adam" (Adam 1e-3, cosine). Defaults to "budget" ("paper" when
+            `optimizer="sgd"`, "adam" when `optimizer="adam"`). See `nin_keras.training.RECIPES`.
+        optimizer, learning_rate, momentum, schedule, weight_decay, label_smoothing: override the recipe's
+            ("sgd"|"adam"|"adamw"; schedule "step"|"cosine"|"constant"; label smoothing in [0, 1)). A
+            learning rate given here is the peak rate as it is; the recipe's own is scaled to the batch size.
+        warmup_epochs: override the recipe's warm-up, in epochs (shorter than the run; 0 for none).
+        augment: "auto" (the recipe's augmentation for this budget; nothing is added when `data` was loaded
+            with `augment=True`), True (the paper's translation, and flips where the images allow them) or
+            False. Augmentation runs in the tf.data pipeline, never in the model.
+        dropout: the rate of the model's Dropout layers while it trains: "auto" (the recipe's for this budget;
+            "budget" turns dropout off for short runs, where it only slows learning), None (the model's own) or a
+            rate in [0, 1). The saved model keeps the model's own configuration; at inference dropout does
+            nothing either way.
         out_dir: the run folder. Defaults to `runs/<name>`.
         name: run name for the default folder. Defaults to "<model name>-<dataset name>".
         resume: continue the interrupted (or finished) run in `out_dir` from its last completed epoch.
@@ -168,14 +191,13 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
             model stays in model.keras; `.result` holds the rest.
     """
     # ---- arguments, all checked before any slow work
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1, allow_none=True)
+    epochs = check_int("epochs", epochs, minimum=1, maximum=MAX_EPOCHS)
+    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1, maximum=MAX_COUNT, allow_none=True)
     early_stopping = check_int("early_stopping", early_stopping, minimum=1, allow_none=True)
     resume, overwrite = check_bool("resume", resume), check_bool("overwrite", overwrite)
     if resume and overwrite:
         raise InvalidInputError("Pass either resume=True (continue the run) or overwrite=True (start over), not both.")
-    label_smoothing = check_float("label_smoothing", label_smoothing, minimum=0, maximum=1, max_inclusive=False)
     seed = check_int("seed", seed, minimum=0, allow_none=True)
     deterministic = check_bool("deterministic", deterministic)
     evaluate_test = check_bool("evaluate_test", evaluate_test)
@@ -189,42 +211,50 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
     batch_norm = has_batch_norm(model)
     recipe_used, recipe_note = resolve_recipe(recipe, has_batch_norm=batch_norm, optimizer=optimizer,
                                               learning_rate=learning_rate, momentum=momentum,
-                                              weight_decay=weight_decay, schedule=schedule)
+                                              weight_decay=weight_decay, schedule=schedule,
+                                              label_smoothing=label_smoothing)
 
     # ---- data, strategy (a MultiWorkerMirroredStrategy may exist already: it must precede any TF op), folder
     inputs = adapt_data(data, model, batch_size=batch_size)
+    plan = _plan(recipe_used, inputs, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+                 warmup_epochs=warmup_epochs, augment=augment, dropout=dropout)
     strategy_choice = resolve_strategy(strategy)
     inputs = for_fit(inputs, steps_per_epoch=steps_per_epoch, num_workers=strategy_choice.num_workers,
-                     label_smoothing=label_smoothing)
+                     label_smoothing=plan.recipe.label_smoothing, augmentation=plan.augmentation, seed=seed)
+    check_int(f"epochs x steps per epoch ({epochs} x {inputs.steps}: the run's optimizer steps)",
+              epochs * inputs.steps, maximum=MAX_TRAINING_STEPS)
     if monitor is None:
         monitor = "val_accuracy" if inputs.validation is not None else "accuracy"
     if out_dir is None:
         name = safe_name(name or f"{model.name}-{inputs.name}")
         out_dir = Path("runs") / name
     folder = RunFolder.for_worker(out_dir, strategy_choice)
-    folder.prepare(resume=resume, overwrite=overwrite)
+    folder.prepare(resume=resume, overwrite=overwrite, epochs=epochs)
 
     # ---- the model to fit, a float32 twin to save, callbacks (seeded first: dropout draws seeds when created)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     train_model = compile_for_training(model, precision=precision_choice, strategy=strategy_choice,
-                                       recipe=recipe_used, total_steps=inputs.steps * epochs,
-                                       label_smoothing=label_smoothing, jit_compile=jit_compile)
+                                       plan=plan, jit_compile=jit_compile)
     if strategy_choice.num_workers > 1:
         patch_for_multiworker(train_model, inputs.train.element_spec)
     run = run_callbacks(folder.paths, clone_with_policy(model, "float32"), monitor=monitor, resume=resume,
                         early_stopping=early_stopping, tensorboard=tensorboard, extra=callbacks)
+    run.callbacks.append(folder.promotion_callback(run.callbacks))  # a new run replaces the folder after epoch 1
 
     folder.start(_config_record(
-        model, inputs, recipe=recipe_used, recipe_note=recipe_note, precision=precision_choice,
+        model, inputs, plan=plan, recipe_note=recipe_note, precision=precision_choice,
         strategy=strategy_choice, batch_norm=batch_norm,
-        arguments=dict(epochs=epochs, label_smoothing=label_smoothing, out_dir=str(folder.path), name=name,
-                       resume=resume, overwrite=overwrite, seed=seed, deterministic=deterministic, monitor=monitor,
+        arguments=dict(epochs=epochs, warmup_epochs=warmup_epochs, augment=augment, dropout=dropout,
+                       out_dir=str(folder.path), name=name, resume=resume, overwrite=overwrite, seed=seed,
+                       deterministic=deterministic, monitor=monitor,
                        early_stopping=early_stopping, tensorboard=tensorboard, jit_compile=jit_compile,
                        steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test),
     ), initial_epoch=run.initial_epoch)
 
     # ---- fit
+    if verbose:  # the one line that says how this run will train, before Keras' own progress
+        print(plan.describe() + (f" ({recipe_note})" if recipe_note else ""), flush=True)
     try:
         with _op_determinism(deterministic):
             train_model.fit(inputs.train, validation_data=inputs.validation, epochs=epochs,
@@ -237,9 +267,9 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
 
     # ---- the saved model (float32, best weights; the caller's model gets them too), curves, record
     saved = load_saved_model(folder.paths["model"], into=model)
-    test = score_on_test(saved, inputs.test, label_smoothing=label_smoothing) if evaluate_test else None
+    test = score_on_test(saved, inputs.test, label_smoothing=plan.recipe.label_smoothing) if evaluate_test else None
     curves = plot_curves(run.history, folder.paths["curves"], title=f"{model.name} on {inputs.name}")
-    stopped, message = how_it_ended(run, epochs=epochs, model_path=folder.paths["model"], recipe=recipe_used,
+    stopped, message = how_it_ended(run, epochs=epochs, model_path=folder.paths["model"], plan=plan,
                                     precision=precision_choice, strategy=strategy_choice, batch_norm=batch_norm)
     folder.finish(status="diverged" if run.guard.tripped else "completed", best=run.best, test=test,
                   epochs_completed=len(run.history.rows), stopped=stopped, message=message)

@@ -1,0 +1,53 @@
+"""tools/benchmark_accuracy.py: a smoke run on digits writes the report, the JSON it renders from, the plot, and
+--resume keeps finished runs instead of training them again."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL = ROOT / "tools" / "benchmark_accuracy.py"
+
+
+def _run(*args, timeout=900):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
+    out = tmp_path / "accuracy.md"
+    common = ["--dataset", "digits", "--width", "0.25", "--budgets", "1", "--plain-max-epochs", "2",
+              "--target", "0.05", "--contenders", "nin-keras,plain Keras", "--out", out,
+              "--work-dir", tmp_path / "runs"]
+    completed = _run(*common)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    runs = {run["contender"]: run for run in results["runs"]}
+    assert set(runs) == {"nin-keras", "plain Keras"}
+    ours, plain = runs["nin-keras"], runs["plain Keras"]
+    assert 0 <= ours["test_accuracy"] <= 1 and ours["train_seconds"] > 0 and ours["peak_rss_mb"] > 100
+    assert ours["recipe"].startswith("recipe budget:")  # the defaults, as `nin-keras train` printed them
+    assert 0 <= ours["int8"]["int8"] <= 1 and ours["int8"]["float"] == ours["test_accuracy"]
+    # The plain script stops at the first epoch that reaches the (tiny) target, and records each epoch.
+    assert 1 <= plain["epochs_run"] <= 2 and all(e["seconds"] > 0 for e in plain["epochs"])
+
+    text = out.read_text()
+    for section in ("## Test accuracy by epoch budget", "## Targets", "int8 within 0.3 points",
+                    "time to 5% test accuracy", "![test accuracy against training minutes](accuracy.png)"):
+        assert section in text, section
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+    again = _run(*common, "--resume", timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("kept from") == 2 and "recipe budget" not in again.stderr  # nothing retrained
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == results["runs"]
+
+    rendered = tmp_path / "again.md"
+    assert _run("--render", out.with_suffix(".json"), "--out", rendered, timeout=120).returncode == 0
+    assert rendered.read_text().split("## Test accuracy")[1] == text.split("## Test accuracy")[1]

@@ -48,6 +48,10 @@ def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
     assert again.stderr.count("kept from") == 2 and "recipe budget" not in again.stderr  # nothing retrained
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == results["runs"]
 
+    other = [arg if arg != "0.25" else "0.5" for arg in common]  # another width: those runs do not count
+    refused = _run(*other, "--resume", timeout=300)
+    assert refused.returncode != 0 and "measured with other width" in refused.stderr
+
     rendered = tmp_path / "again.md"
     assert _run("--render", out.with_suffix(".json"), "--out", rendered, timeout=120).returncode == 0
     assert rendered.read_text().split("## Test accuracy")[1] == text.split("## Test accuracy")[1]

@@ -93,7 +93,7 @@ def run(tool: str, args, argv, measure, render) -> dict:
     if args.render:
         results = json.loads(Path(args.render).read_text(encoding="utf-8"))
     else:
-        raw = sys.argv[1:] if argv is None else list(argv)
+        raw = _without_scratch(sys.argv[1:] if argv is None else list(argv))
         settings = {k: v for k, v in vars(args).items() if k not in _FILE_ARGUMENTS}
         results = {"tool": tool, "command": " ".join(["python", tool, *map(shlex.quote, raw)]), "settings": settings,
                    "machine": machine_record(threads=getattr(args, "threads", None))}
@@ -105,6 +105,19 @@ def run(tool: str, args, argv, measure, render) -> dict:
     write_text(args.out, render(results))
     log(f"wrote {args.out}")
     return results
+
+
+def _without_scratch(argv: list[str]) -> list[str]:
+    """The arguments minus --work-dir and its folder: a scratch place of this machine, not part of the method."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--work-dir":
+            skip = True
+        elif not arg.startswith("--work-dir="):
+            kept.append(arg)
+    return kept
 
 
 def _jsonable(value):

@@ -55,6 +55,8 @@ CONTENDERS = ("nin-keras", "paper", "plain Keras")
 # Fashion-MNIST test accuracy per budget (epochs): (must, aim).
 ACCURACY_TARGETS = {1: (0.885, 0.895), 3: (0.920, 0.925), 15: (0.925, 0.935)}
 TARGETS = {"int8_gap_pp": 0.3, "time_ratio": 1 / 3, "rss_gb": 3.0}
+# Settings a resumed benchmark must share with the runs it keeps.
+RESUME_MUST_MATCH = ("dataset", "data_dir", "variant", "width", "target", "plain_max_epochs")
 
 PLAIN_SCRIPT = textwrap.dedent("""
     # The same NIN written with stock Keras 3 layers, trained the way a user would: Adam, no schedule.
@@ -130,7 +132,8 @@ def parse_args(argv=None):
                         help="most epochs the plain Keras script runs to reach --target (default 10)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 export of the nin-keras runs")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the runs already in the JSON file (same settings) and run only the rest")
+                        help="keep the runs already in the JSON file (same dataset, variant, width, target) and run "
+                             "only the rest; --budgets, --seeds and --contenders may grow")
     parser.add_argument("--work-dir", default=None, help="run folders (default: a temporary folder)")
     add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "accuracy.md")
     args = parser.parse_args(argv)
@@ -225,8 +228,9 @@ def export_int8(folder: Path, data: list[str], entry: dict, env: dict) -> dict:
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} exited {code}:\n" + "\n".join(lines[-20:]))
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    accuracy = {row["target"]: row["accuracy"] for row in report["rows"]}
-    return {"int8": accuracy["tflite_int8"], "rows": report["rows"]}
+    row = next(row for row in report["rows"] if row["target"] == "tflite_int8")
+    return {"int8": row["accuracy"], "agreement": row["agreement"], "size_bytes": row["size_bytes"],
+            "latency_ms_batch1": row.get("latency_ms_batch1_median")}
 
 
 def run_plain(entry: dict, args, data_path: Path, env: dict) -> dict:
@@ -265,6 +269,10 @@ def measure(args) -> dict:
     done = {}
     if args.resume and json_path.exists():
         saved = json.loads(json_path.read_text(encoding="utf-8"))
+        changed = [key for key in RESUME_MUST_MATCH if saved.get("settings", {}).get(key) != getattr(args, key)]
+        if changed:
+            raise SystemExit(f"--resume: {json_path} was measured with other {', '.join(changed)}; run without "
+                             "--resume (or with --json elsewhere) to start over.")
         done = {run_key(r): r for r in saved.get("runs", [])}
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="nin_accuracy_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -401,7 +409,7 @@ def _targets_section(results, table, targets) -> list[str]:
             lines.append(f"| {budget} epoch(s): test accuracy >= {must:.3f} (aim {aim:.3f}) | {100 * mean:.2f}% | "
                          f"{verdict(mean, must, aim)} |")
         if row["int8"] and row["int8"].get("int8") is not None:
-            gap = 100 * (row["int8"]["float"] - row["int8"]["int8"])
+            gap = round(100 * (row["int8"]["float"] - row["int8"]["int8"]), 2) + 0.0  # no "-0.00"
             lines.append(f"| {budget} epoch(s): int8 within {targets['int8_gap_pp']} points of float | "
                          f"float {100 * row['int8']['float']:.2f}%, int8 {100 * row['int8']['int8']:.2f}% "
                          f"(gap {gap:+.2f}) | {verdict(-abs(gap), -targets['int8_gap_pp'])} |")

@@ -1,5 +1,5 @@
 """tools/benchmark_accuracy.py: a smoke run on digits writes the report, the JSON it renders from, the plot, and
---resume keeps finished runs instead of training them again."""
+--resume keeps finished runs instead of training them again (and refuses runs measured with other settings)."""
 
 import json
 import os
@@ -22,7 +22,7 @@ def _run(*args, timeout=900):
 @pytest.mark.slow
 def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
     out = tmp_path / "accuracy.md"
-    common = ["--dataset", "digits", "--width", "0.25", "--budgets", "1", "--plain-max-epochs", "2",
+    common = ["--dataset", "digits", "--width", "0.1", "--budgets", "1", "--plain-max-epochs", "1",
               "--target", "0.05", "--contenders", "nin-keras,plain Keras", "--out", out,
               "--work-dir", tmp_path / "runs"]
     completed = _run(*common)
@@ -34,8 +34,8 @@ def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
     assert 0 <= ours["test_accuracy"] <= 1 and ours["train_seconds"] > 0 and ours["peak_rss_mb"] > 100
     assert ours["recipe"].startswith("recipe budget:")  # the defaults, as `nin-keras train` printed them
     assert 0 <= ours["int8"]["int8"] <= 1 and ours["int8"]["float"] == ours["test_accuracy"]
-    # The plain script stops at the first epoch that reaches the (tiny) target, and records each epoch.
-    assert 1 <= plain["epochs_run"] <= 2 and all(e["seconds"] > 0 for e in plain["epochs"])
+    # The plain script records each epoch it runs, up to its cap.
+    assert plain["epochs_run"] == 1 and plain["epochs"][0]["seconds"] > 0 and "test_accuracy" in plain["epochs"][0]
 
     text = out.read_text()
     for section in ("## Test accuracy by epoch budget", "## Targets", "int8 within 0.3 points",
@@ -48,10 +48,9 @@ def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
     assert again.stderr.count("kept from") == 2 and "recipe budget" not in again.stderr  # nothing retrained
     assert json.loads(out.with_suffix(".json").read_text())["runs"] == results["runs"]
 
-    other = [arg if arg != "0.25" else "0.5" for arg in common]  # another width: those runs do not count
+    # The report is a function of the JSON: the resumed run, which measured nothing, wrote the same tables.
+    assert out.read_text().split("## Test accuracy")[1] == text.split("## Test accuracy")[1]
+
+    other = [arg if arg != "0.1" else "0.5" for arg in common]  # another width: those runs do not count
     refused = _run(*other, "--resume", timeout=300)
     assert refused.returncode != 0 and "measured with other width" in refused.stderr
-
-    rendered = tmp_path / "again.md"
-    assert _run("--render", out.with_suffix(".json"), "--out", rendered, timeout=120).returncode == 0
-    assert rendered.read_text().split("## Test accuracy")[1] == text.split("## Test accuracy")[1]

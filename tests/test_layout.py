@@ -130,6 +130,7 @@ def test_imports_inside_functions_say_why():
 
 
 # People's roles in the team that builds this project: the project speaks of itself, not of who wrote it.
+MIN_CITED_STEM = 4
 TEAM_ROLES = re.compile(r"\bthe\s+lead\b|\bhelper\s+session\b", re.IGNORECASE)
 
 
@@ -146,7 +147,9 @@ def _outside_names(tracked: list[Path]) -> list[str]:
 
     The checkout's own absolute path and its neighbours' (`<parent>/<neighbour>`, `../<neighbour>`), and the
     names of files kept in those neighbouring folders that no tracked file carries (notes kept beside the
-    repository, say). Nothing here is written down, so the list follows the checkout wherever it is.
+    repository, say). Nothing here is written down, so the list follows the checkout wherever it is. Names
+    with stems shorter than MIN_CITED_STEM ("a.png", "run.py") are too generic to be a citation: a checkout in
+    a shared temporary folder has such neighbours.
     """
     tracked_names = {path.name for path in tracked}
     names = [str(ROOT)]
@@ -156,7 +159,8 @@ def _outside_names(tracked: list[Path]) -> list[str]:
         names += [str(neighbour), f"../{neighbour.name}/"]
         try:
             names += [entry.name for entry in neighbour.iterdir()
-                      if entry.is_file() and "." in entry.name.strip(".") and entry.name not in tracked_names]
+                      if entry.is_file() and "." in entry.name.strip(".") and entry.name not in tracked_names
+                      and len(Path(entry.name).stem) >= MIN_CITED_STEM]
         except OSError:
             continue
     return names

@@ -8,7 +8,7 @@ system package dataset-fashion-mnist when installed, else from --data-dir or ker
     .venv/bin/python tools/benchmark_accuracy.py --budgets 1,3,15   # the 15-epoch budget too
     .venv/bin/python tools/benchmark_accuracy.py --resume           # go on where an interrupted run stopped
     .venv/bin/python tools/benchmark_accuracy.py --dataset digits --width 0.25 --budgets 1 --seeds 1 \\
-        --plain-max-epochs 1 --out /tmp/acc.md                      # smoke run (minutes)
+        --plain-max-epochs 1 --out smoke/accuracy.md                # smoke run (minutes)
     .venv/bin/python tools/benchmark_accuracy.py --render docs/benchmarks/accuracy.json  # re-render only
 
 Contenders, trained on the same data, splits, seeds and machine, interleaved (the order rotates per seed):
@@ -235,7 +235,7 @@ def export_int8(folder: Path, data: list[str], entry: dict, env: dict) -> dict:
 
 def run_plain(entry: dict, args, data_path: Path, env: dict) -> dict:
     """The plain Keras script for one seed, through every epoch it runs."""
-    script = Path(tempfile.mkdtemp(prefix="nin_plain_")) / "plain_keras.py"
+    script = data_path.parent / "plain_keras.py"  # beside its data, in the work folder
     script.write_text(PLAIN_SCRIPT, encoding="utf-8")
     command = [sys.executable, str(script), str(data_path), args.variant, str(args.width), str(entry["seed"]),
                str(args.target), str(entry["min_epochs"]), str(entry["max_epochs"])]
@@ -276,6 +276,7 @@ def measure(args) -> dict:
         done = {run_key(r): r for r in saved.get("runs", [])}
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="nin_accuracy_"))
     work.mkdir(parents=True, exist_ok=True)
+    log(f"run folders and exports go to {work}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     runs, records = plan_runs(args), []
     started = time.perf_counter()

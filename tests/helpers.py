@@ -8,10 +8,13 @@ are imported inside the functions that need them, so collecting a light test mod
 from __future__ import annotations
 
 import os
+import signal
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -294,3 +297,22 @@ def run_cli(argv, capture):
         code = exit_.code
     out, err = capture.readouterr()
     return code, out, err
+
+
+def sigkill_when(process, ready, *, waiting_for: str, timeout: float = 240) -> None:
+    """Kills `process` (SIGKILL) as soon as `ready()` is true; fails the test if it ends or times out first."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if process.poll() is not None:
+                pytest.fail(f"training ended before {waiting_for}: {process.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {waiting_for} within {timeout:g} s")
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        process.stderr.close()

@@ -15,7 +15,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -216,21 +215,8 @@ def test_overwrite_keeps_the_old_run_when_killed_during_the_first_epoch(digits, 
     process = subprocess.Popen(
         CLI + ["train", *DIGITS_SMALL, "--batch-size", "16", "--epochs", "2", "--out", str(run), "--overwrite"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not _new_run_started(run):  # fitting starts right after: the kill lands in epoch 1
-            if process.poll() is not None:
-                pytest.fail(f"training ended before it started: {process.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("training did not start within 240 s")
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-        process.stderr.close()
+    # Fitting starts right after the new run is staged: the kill lands in epoch 1.
+    helpers.sigkill_when(process, lambda: _new_run_started(run), waiting_for="a started run")
     assert process.returncode == -signal.SIGKILL
     assert _tree(run) == old, "the old run is byte for byte what it was"
     assert list(tmp_path.glob(".run.*.staging")), "the new run was being written beside it"

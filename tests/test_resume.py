@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
-
 import nin_keras
+from helpers import sigkill_when
 
 TRAIN = [sys.executable, "-m", "nin_keras", "train", "--dataset", "digits", "--variant", "mnist", "--width", "0.5",
          "--batch-size", "32", "--epochs", "4", "--recipe", "adam", "--no-tensorboard"]
@@ -40,21 +38,8 @@ def test_sigkill_after_the_first_epoch_then_resume(tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(TRAIN + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env=_env(), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while _backed_up_epoch(run) < 1:  # the backup of epoch 1 is complete
-            if process.poll() is not None:
-                pytest.fail(f"training ended before its first epoch: {process.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no epoch finished within 240 s")
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-        process.stderr.close()
+    sigkill_when(process, lambda: _backed_up_epoch(run) >= 1,  # the backup of epoch 1 is complete
+                 waiting_for="a finished first epoch")
     assert process.returncode == -signal.SIGKILL
     done = _epochs(run / "history.csv")
     backup = json.loads((run / "backup" / "training_metadata.json").read_text())

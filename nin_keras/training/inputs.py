@@ -97,14 +97,15 @@ def batch_size_of(inputs: Inputs, default: int | None) -> int | None:
 
 
 def for_fit(inputs: Inputs, *, steps_per_epoch: int | None, num_workers: int, label_smoothing: float,
-            augmentation: Augmentation | None = None, seed: int | None = None) -> Inputs:
+            augmentation: Augmentation | None = None, seed: int | None = None, steps: int | None = None) -> Inputs:
     """`inputs` ready for `fit`: augmented (if asked), steps per epoch fixed, labels one-hot under label
-    smoothing, sharded for workers.
+    smoothing, sharded for workers. `steps`: the batches per epoch when already counted (`count_steps`), so
+    a dataset of unknown length is not read through twice.
 
     Raises:
         InvalidInputError: an infinite training dataset without `steps_per_epoch`.
     """
-    steps = count_steps(inputs, steps_per_epoch)
+    steps = steps or count_steps(inputs, steps_per_epoch)
     train, validation, test = inputs.train, inputs.validation, inputs.test
     if augmentation is not None:
         train = augment_dataset(train, augmentation, seed=seed or 0).prefetch(tf.data.AUTOTUNE)

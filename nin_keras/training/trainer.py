@@ -220,7 +220,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
                  warmup_epochs=warmup_epochs, augment=augment, dropout=dropout)
     strategy_choice = resolve_strategy(strategy)
     inputs = for_fit(inputs, steps_per_epoch=steps_per_epoch, num_workers=strategy_choice.num_workers,
-                     label_smoothing=plan.recipe.label_smoothing, augmentation=plan.augmentation, seed=seed)
+                     label_smoothing=plan.recipe.label_smoothing, augmentation=plan.augmentation, seed=seed,
+                     steps=plan.steps_per_epoch)
     check_int(f"epochs x steps per epoch ({epochs} x {inputs.steps}: the run's optimizer steps)",
               epochs * inputs.steps, maximum=MAX_TRAINING_STEPS)
     if monitor is None:

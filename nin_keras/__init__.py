@@ -40,6 +40,7 @@ _EXPORTS = {
     "train": "nin_keras.training",
     "benchmark_training": "nin_keras.training",
     # quantization
+    "quantization_plan": "nin_keras.quantization",
     "quantize_aware": "nin_keras.quantization",
     "post_training_quantize": "nin_keras.exporting",
     "to_tf_keras": "nin_keras.quantization",

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--qat-epochs", metavar="N", type=non_negative_epoch_count, default=0,
                         help="quantization-aware training epochs for the int8 targets (default 0: post-training "
                              "quantization)")
+    parser.add_argument("--qat-float-layers", metavar="NAME[,NAME...]", default="",
+                        help="layers tfmot cannot quantize that QAT may train without fake quantization (the "
+                             "int8 converter calibrates them); the error for such a model names them")
     parser.add_argument("--representative-samples", metavar="N", type=positive_int, default=200,
                         help="training images that calibrate full-integer quantization (default 200)")
     parser.add_argument("--no-verify", action="store_true", help="skip evaluating and timing the artifacts")
@@ -44,7 +47,9 @@ def export_command(args) -> int:
     data = None
     if args.dataset:
         data = load_data_from_args(args, model=model)
+    float_layers = [name.strip() for name in args.qat_float_layers.split(",") if name.strip()]
     result = export(model, args.out, targets=names, data=data, qat_epochs=args.qat_epochs,
+                    qat_float_layers=float_layers,
                     representative_samples=args.representative_samples, verify=not args.no_verify,
                     progress=True)
     manifest = result["manifest"]

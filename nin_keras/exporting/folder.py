@@ -95,7 +95,9 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
             "input_shape": list(input_shape),
             "num_classes": num_classes,
             "labels": LABELS_FILE,
-            "qat": None if qat_model is None else {"epochs": qat_model.epochs, "history": qat_model.history},
+            "qat": None if qat_model is None else {
+                "epochs": qat_model.epochs, "history": qat_model.history,
+                "kept_float": [name for name, treatment in qat_model.plan.items() if treatment == "kept float"]},
             "representative_samples": None if images is None else int(len(images)),
             "targets": {**_previous_targets(out_dir, names), **entries},
         }

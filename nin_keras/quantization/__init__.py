@@ -6,8 +6,15 @@ quantization included, is the exporting stage's job (`nin_keras.exporting.conver
 """
 
 from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images, training_arrays
-from nin_keras.quantization.qat import DEFAULT_LEARNING_RATE, QATModel, import_tfmot, quantize_aware
-from nin_keras.quantization.twin import SUPPORTED_LAYERS, check_twin, to_tf_keras
+from nin_keras.quantization.qat import (
+    DEFAULT_LEARNING_RATE,
+    TREATMENTS,
+    QATModel,
+    import_tfmot,
+    quantization_plan,
+    quantize_aware,
+)
+from nin_keras.quantization.twin import SUPPORTED_LAYERS, check_twin, leaf_layer_names, to_tf_keras
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
@@ -16,7 +23,10 @@ __all__ = [
     "SUPPORTED_LAYERS",
     "check_twin",
     "import_tfmot",
+    "leaf_layer_names",
+    "quantization_plan",
     "quantize_aware",
+    "TREATMENTS",
     "representative_images",
     "to_tf_keras",
     "training_arrays",

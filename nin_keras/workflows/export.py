@@ -19,6 +19,7 @@ from nin_keras.models import check_data_fits, check_image_classifier, load_model
 from nin_keras.quantization import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_REPRESENTATIVE_SAMPLES,
+    leaf_layer_names,
     quantize_aware,
     representative_images,
 )
@@ -28,7 +29,7 @@ DEFAULT_EXPORT_ROOT = "export"
 
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
-           representative_samples: int | None = None, class_names=None, verify: bool = True,
+           qat_float_layers=(), representative_samples: int | None = None, class_names=None, verify: bool = True,
            keep_better_int8: bool = True, progress: bool = True) -> dict:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
@@ -43,6 +44,9 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         qat_epochs: quantization-aware fine-tuning epochs for the full-integer targets; 0 uses
             post-training quantization. Defaults to 0.
         learning_rate: QAT learning rate. Defaults to `nin_keras.quantization.DEFAULT_LEARNING_RATE`.
+        qat_float_layers: layers tfmot cannot quantize that QAT may leave without fake quantization (their
+            int8 ranges then come from calibration); see `nin_keras.quantization.quantize_aware`. Defaults to
+            none: such a model is refused with the choices it has.
         representative_samples: calibration images. Defaults to 200.
         class_names: names for labels.txt. Defaults to the dataset's.
         verify: evaluate and time every artifact when data is given. Defaults to True.
@@ -64,6 +68,7 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     if data is not None:
         check_data_fits(model, data)  # before any slow work
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
+    float_layers = _check_float_layers(model, qat_float_layers, qat_epochs)
     out_dir = Path(out_dir) if out_dir is not None else Path(DEFAULT_EXPORT_ROOT) / model.name
 
     qat_model = None
@@ -78,7 +83,8 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         if progress:
             print(f"Quantization-aware training: {qat_epochs} epoch(s)", file=sys.stderr)
         qat_model = quantize_aware(model, data, epochs=qat_epochs,
-                                   learning_rate=learning_rate or DEFAULT_LEARNING_RATE, progress=progress)
+                                   learning_rate=learning_rate or DEFAULT_LEARNING_RATE,
+                                   float_layers=float_layers, progress=progress)
     int8_choice = None
     if qat_model is not None and keep_better_int8 and getattr(data, "validation", None) is not None:
         int8_choice = _compare_qat_with_ptq(model, qat_model, data, representative_samples, progress=progress)
@@ -95,6 +101,18 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     if int8_choice is not None:
         write_json(out_dir / "int8_choice.json", int8_choice)
     return {"out_dir": str(out_dir), "manifest": manifest, "report": report, "int8_choice": int8_choice}
+
+
+def _check_float_layers(model, names, qat_epochs: int) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names or ())
+    if names and qat_epochs == 0:
+        raise InvalidInputError("qat_float_layers only matters with quantization-aware training: add qat_epochs "
+                                "(CLI: --qat-epochs N) or leave it out.")
+    unknown = sorted(set(names) - set(leaf_layer_names(model)))
+    if unknown:
+        raise InvalidInputError(f"qat_float_layers names {unknown}, which are not layers of {model.name!r} "
+                                "(model.summary() lists them).")
+    return names
 
 
 def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, progress: bool) -> dict:

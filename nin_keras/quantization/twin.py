@@ -102,7 +102,7 @@ class _TwinBuilder:
 
     def __init__(self, tf_keras):
         self.tf_keras = tf_keras
-        self.pairs = []  # (Keras 3 layer, its tf_keras twin layer), for the weight copy
+        self.pairs = []  # (tf_keras twin layer, the Keras 3 weights it gets once the twin is built)
         self._names = set()
         self._translated = set()
 

@@ -54,3 +54,32 @@ def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
     other = [arg if arg != "0.1" else "0.5" for arg in common]  # another width: those runs do not count
     refused = _run(*other, "--resume", timeout=300)
     assert refused.returncode != 0 and "measured with other width" in refused.stderr
+
+
+def test_resume_keeps_every_finished_run_when_interrupted_again(tmp_path, monkeypatch):
+    """Runs kept from the file but planned after the one interrupted must still be in the file afterwards."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # the tool imports its neighbour _bench
+    spec = importlib.util.spec_from_file_location("benchmark_accuracy", ROOT / "tools" / "benchmark_accuracy.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    json_path = tmp_path / "accuracy.json"
+    args = tool.parse_args(["--budgets", "1,3", "--seeds", "1", "--contenders", "nin-keras,paper", "--resume",
+                            "--json", str(json_path), "--out", str(tmp_path / "accuracy.md"),
+                            "--work-dir", str(tmp_path / "work")])
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "render")}
+    finished = [{"contender": "nin-keras", "budget": budget, "seed": 0, "test_accuracy": 0.9} for budget in (1, 3)]
+    json_path.write_text(json.dumps({"settings": settings, "runs": finished}))
+
+    def fake_run(entry, *_):
+        if entry["budget"] == 3:
+            raise KeyboardInterrupt  # the second run to measure: stopped
+        return {**entry, "test_accuracy": 0.8}
+
+    monkeypatch.setattr(tool, "run_nin_keras", fake_run)
+    with pytest.raises(KeyboardInterrupt):
+        tool.measure(args)
+    saved = json.loads(json_path.read_text())
+    assert sorted((run["contender"], run["budget"]) for run in saved["runs"]) == [
+        ("nin-keras", 1), ("nin-keras", 3), ("paper", 1)]

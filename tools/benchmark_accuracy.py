@@ -292,7 +292,9 @@ def measure(args) -> dict:
             records.append(run_plain(entry, args, write_split(args, entry["seed"], work), env))
         else:
             records.append(run_nin_keras(entry, args, work, env))
-        _save_partial(json_path, args, records)
+        recorded = {run_key(run) for run in records}
+        # Kept runs that come later in the plan stay in the file: an interruption must not lose them.
+        _save_partial(json_path, args, records + [run for key, run in done.items() if key not in recorded])
     return {"runs": records, "targets": {"accuracy": ACCURACY_TARGETS, **TARGETS},
             "figure": Path(args.out).with_suffix(".png").name}
 

@@ -207,28 +207,28 @@ def _plan_twin(twin, tfmot, *, float_layers=()) -> dict:
     if unknown:
         raise IncompatibleModelError(f"float_layers names {unknown}, which are not layers of {twin.name!r}.")
     registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
-    plan, refused = {}, []
+    plan, refused = {}, {}  # refused: layer name -> why
     for layer in twin.layers:
-        treatment = _treatment(layer, registry)
+        treatment = _treatment(twin, layer, registry)
         if treatment.startswith("cannot: "):
             if layer.name not in float_layers:
-                refused.append(f"{layer.name} ({type(layer).__name__}: {treatment[len('cannot: '):]})")
+                refused[layer.name] = f"{type(layer).__name__}: {treatment.removeprefix('cannot: ')}"
                 continue
             treatment = "kept float"
         plan[layer.name] = treatment
     if refused:
-        listed = ", ".join(repr(entry.split(" (")[0]) for entry in refused)
+        reasons = "; ".join(f"{name} ({why})" for name, why in refused.items())
         raise IncompatibleModelError(
             f"tfmot's 8-bit scheme cannot quantization-aware train these layers of {twin.name!r}: "
-            f"{'; '.join(refused)}. Choose one: let them train without fake quantization, with "
-            f"float_layers=[{listed}] (CLI: --qat-float-layers) - the int8 converter then gives them ranges "
+            f"{reasons}. Choose one: let them train without fake quantization, with "
+            f"float_layers=[{', '.join(map(repr, refused))}] (CLI: --qat-float-layers) - the int8 converter then gives them ranges "
             "from the calibration images, so the int8 files stay integer-only; or use post-training int8 for "
             "the whole model (qat_epochs=0)."
         )
     return plan
 
 
-def _treatment(layer, registry) -> str:
+def _treatment(twin, layer, registry) -> str:
     """One layer's `TREATMENTS` key, or "cannot: <why>"."""
     kind = type(layer).__name__
     activation = getattr(layer, "activation", None)
@@ -243,8 +243,8 @@ def _treatment(layer, registry) -> str:
     if kind in _OUTPUT_QUANTIZED_LAYERS:
         return "output"
     if kind == "BatchNormalization":
-        inbound = [node.inbound_layers for node in layer._inbound_nodes]
-        before = inbound[0] if len(inbound) == 1 and not isinstance(inbound[0], list) else None
+        inbound = _inbound_names(twin, layer)
+        before = twin.get_layer(inbound[0]) if len(inbound) == 1 else None
         if type(before).__name__ in _BN_FOLDS_INTO and getattr(before.activation, "__name__", "") == "linear":
             return "folded"
         return "cannot: only folded into a Conv2D, DepthwiseConv2D or Dense without activation right before it"
@@ -257,7 +257,7 @@ def _quantize_twin(twin, plan: dict, tfmot, tf_keras):
     """Annotates the layers as `plan` says and applies the default 8-bit scheme (BN folded)."""
     quantization = tfmot.quantization.keras
     pass_through = _pass_through_config(quantization)
-    output_only = _output_config(quantization)
+    output_only = _output_config(quantization, pass_through)
     configs = {"pass-through": pass_through, "output": output_only}
 
     def annotate(layer):
@@ -298,21 +298,23 @@ def _restore_merge_order(twin, quantized, tf_keras):
     (same weights, same quantizers), with each merge's inputs in the original order.
     """
     expected = {layer.name: _inbound_names(twin, layer) for layer in twin.layers}
-    tensors, reordered = {}, []
+    inputs, reordered = {}, False  # QAT layer name -> names of its input layers, in the twin's order
     for layer in quantized.layers:
-        if type(layer).__name__ == "InputLayer":
-            tensors[layer.name] = layer.output
-            continue
         names = _inbound_names(quantized, layer)
         plain = [name.removeprefix("quant_") for name in names]
         want = expected.get(layer.name.removeprefix("quant_"))
         if want and want != plain and sorted(want) == sorted(plain):
-            names = [names[plain.index(name)] for name in want]
-            reordered.append(layer.name.removeprefix("quant_"))
-        arguments = [tensors[name] for name in names]
-        tensors[layer.name] = layer(arguments if len(arguments) > 1 else arguments[0])
+            names, reordered = [names[plain.index(name)] for name in want], True
+        inputs[layer.name] = names
     if not reordered:
-        return quantized
+        return quantized  # the usual case: nothing to wire again
+    tensors = {}
+    for layer in quantized.layers:
+        if type(layer).__name__ == "InputLayer":
+            tensors[layer.name] = layer.output
+            continue
+        arguments = [tensors[name] for name in inputs[layer.name]]
+        tensors[layer.name] = layer(arguments if len(arguments) > 1 else arguments[0])
     outputs = [tensors[name] for name in quantized.output_names]
     rewired = tf_keras.Model(quantized.inputs, outputs[0] if len(outputs) == 1 else outputs, name=quantized.name)
     for layer in twin.layers:  # what was rewired must now match
@@ -352,10 +354,8 @@ def _pass_through_config(quantization):
     return PassThroughQuantizeConfig()
 
 
-def _output_config(quantization):
-    base = type(_pass_through_config(quantization))
-
-    class OutputQuantizeConfig(base):
+def _output_config(quantization, pass_through):
+    class OutputQuantizeConfig(type(pass_through)):
         """No weights; the output gets its own 8-bit range (moving averages, asymmetric), as tfmot does for Add."""
 
         def get_output_quantizers(self, layer):

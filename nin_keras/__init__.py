@@ -6,7 +6,8 @@ The package follows the data flow, one subpackage a stage:
 
 plus `viz` (figures), `workflows` (jobs that span stages: `export` = QAT + write targets + verify, and the
 demo) and `cli`. Below them all sit small shared modules, one fact each: `errors`, `checks` (argument
-checks), `formatting` (sizes, names), `machine` (machine facts), `process_state` (TensorFlow's log level and
+checks), `formatting` (sizes, percentages, names), `display` (progress, tables and figures in a
+notebook, a terminal or a log), `machine` (machine facts), `process_state` (TensorFlow's log level and
 TF_USE_LEGACY_KERAS), `export_layout` (the export folder's file names) and `_atomic` (atomic writes).
 
 The public API is re-exported here and loaded on first use, so `import nin_keras` stays fast and the CLI
@@ -54,8 +55,11 @@ _EXPORTS = {
     "benchmark_inference": "nin_keras.verification",
     "benchmark_interleaved": "nin_keras.verification",
     "Predictor": "nin_keras.verification",
+    "report_table": "nin_keras.verification",
     # viz
     "class_confidence_maps": "nin_keras.viz",
+    # process
+    "quiet_tensorflow": "nin_keras.process_state",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

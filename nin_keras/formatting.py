@@ -1,4 +1,4 @@
-"""Text the package shows people: file sizes and file-name-safe names, each formatted one way everywhere."""
+"""Text the package shows people: file sizes, percentages and file-name-safe names, each formatted one way."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ def format_size(num_bytes) -> str:
         if num_bytes >= scale:
             return f"{num_bytes / scale:.2f} {unit}"
     return f"{int(num_bytes)} B"
+
+
+def format_percent(fraction) -> str:
+    """0.9294 -> "92.94%"; None -> "n/a"."""
+    return "n/a" if fraction is None else f"{100 * float(fraction):.2f}%"
 
 
 def safe_name(text, *, default: str = "run") -> str:

@@ -39,9 +39,11 @@ def silenced_native_stderr():
 
 
 def quiet_tensorflow() -> None:
-    """Silences TensorFlow's C++ info/warning logs, oneDNN notices and absl warnings.
+    """Silences TensorFlow's C++ info/warning logs, oneDNN notices and absl warnings, for this process.
 
-    Only the CLI calls this (it imports TensorFlow, quietly); a library must not change a user's logging.
+    The CLI calls it; a notebook or script may call it too (`nin_keras.quiet_tensorflow()`), before anything
+    imports TensorFlow, to get the same quiet output. The library never calls it on its own: it is the user's
+    logging to change. It imports TensorFlow itself, quietly.
     """
     global QUIET
     QUIET = True

@@ -84,17 +84,18 @@ def test_demo_help():
     assert parser.parse_args(["demo"]).out == "runs/demo"
 
 
-def test_artifact_table_and_report_handle_missing_values(tmp_path):
+def test_report_table_and_report_handle_missing_values(tmp_path):
     from rich.console import Console
 
-    from nin_keras.workflows.demo import FULL, _report_markdown, artifact_table
+    from nin_keras.verification import report_table
+    from nin_keras.workflows.demo import FULL, _report_markdown
 
     rows = [{"artifact": "model.keras", "target": "keras", "precision": "float32", "size_bytes": 2_000_000,
              "accuracy": 0.98, "agreement": 1.0, "latency_ms_batch1_median": 3.0, "throughput_images_per_s": 900.0},
             {"artifact": "model_edgetpu_ready.tflite", "target": "edgetpu", "precision": None, "size_bytes": None,
              "accuracy": None, "agreement": None, "latency_ms_batch1_median": None, "throughput_images_per_s": None}]
     console = Console(record=True, width=160)
-    console.print(artifact_table(rows))
+    console.print(report_table(rows))
     text = console.export_text()
     assert "2.00 MB" in text and "98.00%" in text and "n/a" in text  # sizes in decimal units
     summary = {"settings": FULL.__dict__, "variant": "mnist", "parameters": 10, "dataset": "digits",

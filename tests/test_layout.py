@@ -19,7 +19,7 @@ PACKAGE = ROOT / "nin_keras"
 # Rank 0 are the small shared modules every stage may use.
 RANKS = {
     **dict.fromkeys(("errors", "checks", "formatting", "machine", "process_state", "export_layout", "_atomic",
-                    "choices"), 0),
+                    "choices", "display"), 0),
     "data": 1,
     "models": 2,
     "viz": 3,

@@ -113,7 +113,7 @@ def train_command(args) -> int:
             overwrite=args.overwrite, precision=args.precision, strategy=strategy, seed=args.seed,
             deterministic=args.deterministic, early_stopping=args.early_stopping,
             tensorboard=False if args.no_tensorboard else "auto", jit_compile=True if args.jit_compile else "auto",
-            steps_per_epoch=args.steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2,
+            steps_per_epoch=args.steps_per_epoch,  # progress: a bar in a terminal, one line per epoch in logs
         )
     except TrainingDivergedError as error:
         if error.result is not None:

@@ -50,6 +50,29 @@ class DatasetSplits:
             raise ValueError(f"Dataset {self.name!r} has no {which} split (validation_split was 0?).")
         return dataset
 
+    def take(self, *, train: int | None = None, validation: int | None = None, test: int | None = None):
+        """A copy that uses at most this many images of each split given (whole batches), for quick runs.
+
+        The training split is shuffled each epoch, so each epoch draws its `train` images anew from all of it;
+        validation and test keep their first images, the same ones every time. Other splits are as they were.
+
+        Example: `nin_keras.load_dataset("fashion_mnist").take(train=6000, test=2000)`.
+        """
+        batch_size = self.info.get("batch_size")
+        if not batch_size:
+            raise ValueError("take() needs the batch size in info['batch_size'] (load_dataset records it).")
+        changed, sizes = {}, dict(self.info.get("sizes", {}))
+        for which, count in (("train", train), ("validation", validation), ("test", test)):
+            if count is None:
+                continue
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{which} must be a whole number of images >= 1; received {count!r}.")
+            batches = -(-count // batch_size)  # whole batches: the pipelines are batched already
+            changed[which] = self.split(which).take(batches)
+            if which in sizes:
+                sizes[which] = min(sizes[which], batches * batch_size)
+        return dataclasses.replace(self, **changed, info={**self.info, "sizes": sizes, "subset": True})
+
 
 def as_arrays(data, *, split: str = "test", limit: int | None = None):
     """Returns `(images, labels)` numpy arrays from a DatasetSplits, a dataset of (images, labels) or a tuple.

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from nin_keras._atomic import remove_stale_staging, staging_dir, swap_dir, write_json
+from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
 from nin_keras.export_layout import REPORT_FILES
 from nin_keras.exporting.converter import float32_model
@@ -49,7 +50,8 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
             quantizing the float model after training.
         class_names: names for labels.txt. Defaults to the dataset's, else "0", "1", ...
         representative_samples: calibration images drawn from the training data. Defaults to 200.
-        progress: print one line per target. Defaults to True.
+        progress: one line per target on stderr (True), or on this `nin_keras.display.ProgressDisplay`.
+            Defaults to True.
 
     Returns:
         The manifest: model name, input shape, classes, and per target its file, size, input/output
@@ -81,14 +83,14 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
         context = ExportContext(model=model, representative_images=images, qat_model=qat_model, work_dir=work_dir,
                                 float_model=float32_model(model))
         entries = {}
-        for name in names:
-            started = time.perf_counter()
-            entries[name] = TARGET_FUNCTIONS[name](context, staging)
-            entries[name]["seconds"] = round(time.perf_counter() - started, 2)
-            if progress:
+        with progress_to(progress, stream=sys.stderr) as display:
+            for name in names:
+                started = time.perf_counter()
+                entries[name] = TARGET_FUNCTIONS[name](context, staging)
+                entries[name]["seconds"] = round(time.perf_counter() - started, 2)
                 size = format_size(entries[name]["size_bytes"])
-                print(f"  {name:<15} {entries[name]['file']:<28} {size:>10}  "
-                      f"{entries[name]['seconds']:6.1f} s", file=sys.stderr)
+                display.log(f"  {name:<15} {entries[name]['file']:<28} {size:>10}  "
+                            f"{entries[name]['seconds']:6.1f} s")
         write_labels(staging, class_names)
         manifest = {
             "model": model.name,

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from nin_keras.checks import check_float, check_int
 from nin_keras.data.splits import DatasetSplits
+from nin_keras.display import ProgressDisplay, fit_progress
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.models.signature import check_data_fits, check_image_classifier, outputs_probabilities
 from nin_keras.process_state import LEGACY_KERAS_VAR, preserve_legacy_keras_flag
@@ -98,7 +99,7 @@ def import_tfmot():
 
 def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAULT_LEARNING_RATE,
                    batch_size: int = 64, limit: int | None = None, float_layers=(),
-                   progress: bool = True) -> QATModel:
+                   progress=True) -> QATModel:
     """Quantization-aware fine-tuning of a Keras 3 NIN (or any model `to_tf_keras` translates).
 
     Args:
@@ -113,7 +114,8 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
         float_layers: names of layers tfmot's scheme cannot quantize that may train without fake
             quantization (see `quantization_plan`); the converter then calibrates them. Defaults to none:
             such layers are refused with the choices at hand.
-        progress: show Keras' progress bar. Defaults to True.
+        progress: show the fine-tuning's progress as `train` does (True), or draw it on this
+            `nin_keras.display.ProgressDisplay`. Defaults to True.
 
     Returns:
         A `QATModel`; `nin_keras.export(model, ..., qat_epochs=N)` calls this and converts it.
@@ -145,11 +147,18 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
                 loss=loss_class(from_logits=not probabilities),
                 metrics=["accuracy"],
             )
-            if isinstance(fit_data, tuple):
-                fit = qat_model.fit(fit_data[0], fit_data[1], epochs=epochs, batch_size=batch_size, shuffle=True,
-                                    verbose=1 if progress else 0)
-            else:
-                fit = qat_model.fit(fit_data, epochs=epochs, verbose=1 if progress else 0)
+            # The same progress display as `train` (tf_keras' own bar is the old Keras 2 one).
+            display = fit_progress(1 if progress else 0, title=f"QAT fine-tuning of {model.name}",
+                                   base=tf_keras.callbacks.Callback,
+                                   display=progress if isinstance(progress, ProgressDisplay) else None)
+            try:
+                if isinstance(fit_data, tuple):
+                    fit = qat_model.fit(fit_data[0], fit_data[1], epochs=epochs, batch_size=batch_size,
+                                        shuffle=True, verbose=0, callbacks=display.callbacks)
+                else:
+                    fit = qat_model.fit(fit_data, epochs=epochs, verbose=0, callbacks=display.callbacks)
+            finally:
+                display.close()
             history = {key: [float(v) for v in values] for key, values in fit.history.items()}
     return QATModel(model=qat_model, name=model.name, input_shape=input_shape, num_classes=num_classes,
                     history=history, epochs=epochs, plan=plan)

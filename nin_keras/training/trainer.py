@@ -17,6 +17,7 @@ from tensorflow.python.framework import config as tf_framework_config  # (is_/di
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
                               check_float, check_int)
+from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
 from nin_keras.models.signature import has_batch_norm
@@ -176,7 +177,9 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
         steps_per_epoch: batches per epoch. Defaults to one pass over the training split.
         batch_size: only for (images, labels) arrays. Defaults to 128.
         evaluate_test: evaluate the saved model on the test split and record it. Defaults to True.
-        verbose: Keras' fit verbosity ("auto"/1 progress bar, 2 one line per epoch, 0 silent).
+        verbose: "auto" or 1: a progress display that fits where the run shows (a notebook output updated in
+            place, a bar in a terminal, one line per epoch in logs; see `nin_keras.display`); 2: one line per
+            epoch; 0: silent.
         callbacks: extra Keras callbacks.
 
     Returns:
@@ -201,6 +204,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
     seed = check_int("seed", seed, minimum=0, allow_none=True)
     deterministic = check_bool("deterministic", deterministic)
     evaluate_test = check_bool("evaluate_test", evaluate_test)
+    check_choice("verbose", verbose, VERBOSITY)
     if not isinstance(model, keras.Model):
         raise InvalidInputError(f"model must be a keras.Model (e.g. nin_keras.build_nin(...)); received "
                                 f"{type(model).__name__}.")
@@ -253,18 +257,20 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
                        steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test),
     ), initial_epoch=run.initial_epoch)
 
-    # ---- fit
-    if verbose:  # the one line that says how this run will train, before Keras' own progress
-        print(plan.describe() + (f" ({recipe_note})" if recipe_note else ""), flush=True)
+    # ---- fit (the first progress line says how this run will train)
+    title = plan.describe() + (f" ({recipe_note})" if recipe_note else "")
+    progress = fit_progress(verbose, base=keras.callbacks.Callback, title=title)
     try:
         with _op_determinism(deterministic):
             train_model.fit(inputs.train, validation_data=inputs.validation, epochs=epochs,
                             steps_per_epoch=inputs.fit_steps, validation_steps=inputs.validation_steps,
-                            callbacks=run.callbacks, verbose=verbose,
+                            callbacks=run.callbacks + progress.callbacks, verbose=0,
                             shuffle=False)  # tf.data pipelines shuffle themselves
     except BaseException:
         folder.interrupted()
         raise
+    finally:
+        progress.close()
 
     # ---- the saved model (float32, best weights; the caller's model gets them too), curves, record
     saved = load_saved_model(folder.paths["model"], into=model)

@@ -6,16 +6,14 @@ classes are kept.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nin_keras.checks import check_int
 from nin_keras.data.splits import DatasetSplits
+from nin_keras.display import progress_to
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.models.signature import check_labels_fit, check_pixels
 from nin_keras.process_state import silenced_native_stderr
@@ -212,16 +210,23 @@ class _Stats:
 
 
 def run_over(source: EvalData, runners, *, batch_size=64, progress=True, description="evaluating") -> list:
-    """Runs every runner on every batch of `source` (one pass over the data); returns one _Stats each."""
+    """Runs every runner on every batch of `source` (one pass over the data); returns one _Stats each.
+
+    `progress`: True / False, or a `nin_keras.display.ProgressDisplay` to draw on (stderr by default).
+    """
     stats = [_Stats() for _ in runners]
-    with progress_bar(source.total, description, enabled=progress) as advance:
+    with progress_to(progress, stream=sys.stderr) as display:
+        total, done, start = source.total, 0, time.perf_counter()
+        display.start(description, total)
         for images, labels in source:
             for runner, stat in zip(runners, stats):
                 check_labels_fit(runner.name, runner.num_classes, labels)
-                start = time.perf_counter()
+                began = time.perf_counter()
                 probs = runner.predict(images, batch_size=batch_size)
-                stat.add(probs, labels, time.perf_counter() - start)
-            advance(len(labels))
+                stat.add(probs, labels, time.perf_counter() - began)
+            done += len(labels)
+            display.update(done, total=max(total, done) if total is not None else None)
+        display.finish(f"{description}: {done:,} images in {time.perf_counter() - start:.1f} s")
     if not len(stats[0].labels()):
         raise InvalidInputError("The evaluation data is empty.")
     return stats
@@ -234,24 +239,3 @@ def evaluate_runner(runner, source: EvalData, *, reference_top1=None, batch_size
     if reference_top1 is not None and len(reference_top1) != len(stat.labels()):
         raise InvalidInputError("The evaluation data changed between passes (a shuffled test split?).")
     return stat.result(runner, reference_top1)
-
-
-@contextlib.contextmanager
-def progress_bar(total, description: str, *, enabled: bool = True):
-    """Yields `advance(n)`; draws a rich progress bar on stderr when `enabled` (total may be None)."""
-    if not enabled:
-        yield lambda n: None
-        return
-    console = Console(file=sys.stderr)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        done = 0
-
-        def advance(n):
-            nonlocal done
-            done += n
-            bar.update(task, completed=done, total=max(total or 0, done) if total is not None else None)
-
-        yield advance
-        bar.update(task, total=done, completed=done)  # the total of a dataset may have been an estimate

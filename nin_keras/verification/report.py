@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 import warnings
 from pathlib import Path
+
+from rich.table import Table
 
 from nin_keras import _atomic
 from nin_keras.checks import check_path
 from nin_keras.data.splits import DatasetSplits
+from nin_keras.display import progress_to
 from nin_keras.errors import IncompatibleModelError
 from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
@@ -22,7 +26,7 @@ from nin_keras.export_layout import (
     REPORT_FILES,
     TARGET_FILES,
 )
-from nin_keras.formatting import format_size
+from nin_keras.formatting import format_percent, format_size
 from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
@@ -50,7 +54,8 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         data: test data: a `DatasetSplits`, a batched dataset of (images, labels) or numpy (images, labels).
         reference_model: the model whose top-1 predictions define "agreement". Defaults to model.keras in
             `out_dir` (no agreement if there is none).
-        progress: progress bars on stderr. Defaults to True.
+        progress: show progress on stderr (True), or draw on this `nin_keras.display.ProgressDisplay`.
+            Defaults to True.
         runs: timed batch-1 calls per artifact; 0 skips timing (latency and throughput None). Defaults to 30.
         threads: TFLite interpreter threads for evaluation and timing. Defaults to 2.
 
@@ -68,43 +73,14 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         names = ", ".join(name for name, _ in ARTIFACTS)
         raise FileNotFoundError(f"No artifacts in {out_dir}: expected some of {names}, *_edgetpu.tflite.")
     source = EvalData(data)
-
-    reference_top1, reference_name, num_examples = None, None, None
-    if reference_model is None and (out_dir / TARGET_FILES["keras"]).exists():
-        reference_model = out_dir / TARGET_FILES["keras"]
-    if reference_model is not None:
-        ref = load_artifact(reference_model)
-        source.check(ref)
-        reference_name = ref.name
-        reference_top1 = run_over(source, [ref], progress=progress, description=f"reference {ref.name}")[0].top1()
-        num_examples = len(reference_top1)
-    edgetpu_check = _read_edgetpu_check(out_dir)
-
-    rows = []
-    for path, target in found:
-        row = _empty_row(path, target, out_dir)
-        if target in ("edgetpu", EDGETPU_COMPILED_TARGET):
-            row["edgetpu"] = edgetpu_check
-        try:
-            runner = load_artifact(path, num_threads=threads)
-            row.update(precision=runner.precision, input=runner.input_details, output=runner.output_details)
-            result = evaluate_runner(runner, source, reference_top1=reference_top1, progress=progress)
-            num_examples = result["num_examples"]
-            row.update(accuracy=result["accuracy"], agreement=result["agreement"],
-                       mean_confidence=result["mean_confidence"])
-            if runs:
-                timing = benchmark_inference(runner, runs=runs, warmup=max(1, min(5, runs // 5)), threads=threads)
-                row.update(latency_ms_batch1_median=timing["latency_ms_batch1_median"],
-                           latency_ms_batch1_p90=timing["latency_ms_batch1_p90"],
-                           throughput_images_per_s=timing["throughput_images_per_s"],
-                           throughput_batch_size=timing["throughput_batch_size"], threads=timing["threads"])
-        except IncompatibleModelError:
-            raise
-        except Exception as error:  # one artifact that cannot run must not hide the others' results
-            message = " ".join(str(error).split()) or type(error).__name__
-            row["error"] = message
-            warnings.warn(f"verify_export: {path.name}: {message}", stacklevel=2)
-        rows.append(row)
+    with progress_to(progress, stream=sys.stderr) as display:  # one display for every artifact
+        reference_name, reference_top1 = _reference_pass(reference_model, out_dir, source, display)
+        edgetpu_check = _read_edgetpu_check(out_dir)
+        checked = [_check_artifact(path, target, out_dir, source, reference_top1, edgetpu_check, display=display,
+                                   runs=runs, threads=threads) for path, target in found]
+    rows = [row for row, _ in checked]
+    counts = [count for _, count in checked if count is not None]
+    num_examples = len(reference_top1) if reference_top1 is not None else (counts[-1] if counts else None)
 
     report = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -120,6 +96,73 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
     _atomic.write_json(out_dir / json_file, report)
     _atomic.write_text(out_dir / markdown_file, render_markdown(report))
     return rows
+
+
+def _reference_pass(reference_model, out_dir: Path, source: EvalData, display):
+    """(name, top-1 per image) of the reference model (the export's model.keras by default), or (None, None)."""
+    if reference_model is None and (out_dir / TARGET_FILES["keras"]).exists():
+        reference_model = out_dir / TARGET_FILES["keras"]
+    if reference_model is None:
+        return None, None
+    ref = load_artifact(reference_model)
+    source.check(ref)
+    return ref.name, run_over(source, [ref], progress=display, description=f"reference {ref.name}")[0].top1()
+
+
+def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, reference_top1, edgetpu_check, *,
+                    display, runs: int, threads: int):
+    """(report row, images evaluated or None) of one artifact; an artifact that cannot run gets `error`."""
+    row, count = _empty_row(path, target, out_dir), None
+    if target in ("edgetpu", EDGETPU_COMPILED_TARGET):
+        row["edgetpu"] = edgetpu_check
+    try:
+        runner = load_artifact(path, num_threads=threads)
+        row.update(precision=runner.precision, input=runner.input_details, output=runner.output_details)
+        result = evaluate_runner(runner, source, reference_top1=reference_top1, progress=display)
+        count = result["num_examples"]
+        row.update(accuracy=result["accuracy"], agreement=result["agreement"],
+                   mean_confidence=result["mean_confidence"])
+        if runs:
+            timing = benchmark_inference(runner, runs=runs, warmup=max(1, min(5, runs // 5)), threads=threads)
+            row.update(latency_ms_batch1_median=timing["latency_ms_batch1_median"],
+                       latency_ms_batch1_p90=timing["latency_ms_batch1_p90"],
+                       throughput_images_per_s=timing["throughput_images_per_s"],
+                       throughput_batch_size=timing["throughput_batch_size"], threads=timing["threads"])
+    except IncompatibleModelError:
+        raise
+    except Exception as error:  # one artifact that cannot run must not hide the others' results
+        message = " ".join(str(error).split()) or type(error).__name__
+        row["error"] = message
+        warnings.warn(f"verify_export: {path.name}: {message}", stacklevel=3)
+    return row, count
+
+
+def report_table(rows, *, title: str = "Exported artifacts"):
+    """A `rich.table.Table` of `verify_export` rows: artifact, precision, size, accuracy, agreement, latency.
+
+    Print it with `rich.print`; as a notebook cell's last value it shows as an HTML table.
+    """
+    table = Table(title=title, title_justify="left", caption="agreement: top-1 equal to the Keras model's; "
+                  "latency: batch 1, median", caption_justify="left")
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("precision")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("accuracy", justify="right", no_wrap=True)
+    table.add_column("agreement", justify="right", no_wrap=True)
+    table.add_column("latency ms", justify="right", no_wrap=True)
+    table.add_column("images/s", justify="right", no_wrap=True)
+    for row in rows:
+        latency, throughput = row.get("latency_ms_batch1_median"), row.get("throughput_images_per_s")
+        table.add_row(
+            str(row.get("artifact")),
+            str(row.get("precision") or ""),
+            format_size(row.get("size_bytes")),
+            format_percent(row.get("accuracy")),
+            format_percent(row.get("agreement")),
+            "n/a" if latency is None else f"{latency:.3f}",
+            "n/a" if throughput is None else f"{throughput:,.0f}",
+        )
+    return table
 
 
 def _empty_row(path: Path, target: str, out_dir: Path) -> dict:

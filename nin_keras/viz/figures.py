@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nin_keras._atomic import atomic_path
+from nin_keras.display import in_notebook, show_image
 from nin_keras.formatting import format_size
 
 # Keras names for the accuracy metric, in the order they are looked up.
@@ -28,17 +29,22 @@ def new_figure(width: float, height: float):
     return figure
 
 
-def save_figure(figure, path) -> Path:
-    """Writes `figure` as a PNG at `path` atomically (a temporary file renamed into place)."""
+def save_figure(figure, path, *, show: bool | None = None) -> Path:
+    """Writes `figure` as a PNG at `path` atomically (a temporary file renamed into place).
+
+    `show`: also display it inline; None (default) does so when running in a notebook.
+    """
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"Figures are written as PNG; the path must end with .png: {path}")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
+    if show or (show is None and in_notebook()):
+        show_image(path)
     return path
 
 
-def plot_training_curves(history, path, *, title: str | None = None) -> Path:
+def plot_training_curves(history, path, *, title: str | None = None, show: bool | None = None) -> Path:
     """Plots loss and accuracy per epoch, train and validation, in two panels.
 
     Args:
@@ -47,6 +53,7 @@ def plot_training_curves(history, path, *, title: str | None = None) -> Path:
             are understood too), or a `keras.callbacks.History`.
         path: where to write the PNG (written atomically; parent folders are created).
         title: figure title. Defaults to "Training curves".
+        show: also display the figure inline; None (default) does so in a notebook.
 
     Returns:
         The path of the PNG.
@@ -96,11 +103,11 @@ def plot_training_curves(history, path, *, title: str | None = None) -> Path:
                       transform=axes.transAxes, color="0.4")
         if kind == "accuracy" and drawn:
             axes.set_ylim(top=1.0 + 0.02)
-    return save_figure(figure, path)
+    return save_figure(figure, path, show=show)
 
 
 def plot_confusion_matrix(labels, predictions, class_names, path, *, title: str | None = None,
-                          normalize: bool = True) -> Path:
+                          normalize: bool = True, show: bool | None = None) -> Path:
     """Draws the confusion matrix of `predictions` against true `labels`.
 
     Cells are coloured by the share of each true class (row-normalised, so rare classes read as well as
@@ -112,6 +119,7 @@ def plot_confusion_matrix(labels, predictions, class_names, path, *, title: str 
         class_names: one name per class; its length sets the number of classes. None numbers them.
         path: where to write the PNG (atomically).
         title: figure title. Defaults to "Confusion matrix (test set)".
+        show: also display the figure inline; None (default) does so in a notebook.
         normalize: colour by row share (True) or by raw count (False). Defaults to True.
 
     Returns:
@@ -163,10 +171,10 @@ def plot_confusion_matrix(labels, predictions, class_names, path, *, title: str 
     axes.set_ylabel("true class")
     axes.set_title(f"{title or 'Confusion matrix (test set)'}\naccuracy {accuracy:.2%} on {labels.size} images "
                    "(cell = count)", fontsize=11)
-    return save_figure(figure, path)
+    return save_figure(figure, path, show=show)
 
 
-def plot_artifact_comparison(rows, path, *, title: str | None = None) -> Path:
+def plot_artifact_comparison(rows, path, *, title: str | None = None, show: bool | None = None) -> Path:
     """Compares exported artifacts side by side: test accuracy, file size and batch-1 latency.
 
     Args:
@@ -175,6 +183,7 @@ def plot_artifact_comparison(rows, path, *, title: str | None = None) -> Path:
             "precision". Missing values show as "n/a".
         path: where to write the PNG (atomically).
         title: figure title. Defaults to "Exported artifacts: accuracy, size, latency".
+        show: also display the figure inline; None (default) does so in a notebook.
 
     Returns:
         The path of the PNG.
@@ -217,7 +226,7 @@ def plot_artifact_comparison(rows, path, *, title: str | None = None) -> Path:
     panels[0].invert_yaxis()
     for axes in panels:
         axes.grid(True, axis="x", alpha=0.3)
-    return save_figure(figure, path)
+    return save_figure(figure, path, show=show)
 
 
 def _bars(axes, positions, values, colors, texts, *, left: float = 0.0) -> None:

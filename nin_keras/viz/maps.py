@@ -84,7 +84,7 @@ def class_confidence_maps(model, images, *, upsample: bool = True, batch_size: i
 
 
 def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, top_k: int = 3,
-                         max_images: int = 8, title: str | None = None) -> Path:
+                         max_images: int = 8, title: str | None = None, show: bool | None = None) -> Path:
     """Draws, for each image: the image, its predicted class's map overlaid on it, and the top-k classes' maps.
 
     Maps are upsampled to the image. The top-k maps of one row share one colour scale (so they compare), with
@@ -99,6 +99,7 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
         top_k: how many classes' maps to show per image. Defaults to 3.
         max_images: draw at most this many images (rows). Defaults to 8.
         title: figure title.
+        show: also display the figure inline; None (default) does so in a notebook.
 
     Returns:
         The path of the PNG.
@@ -147,7 +148,7 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
-    return save_figure(figure, path)
+    return save_figure(figure, path, show=show)
 
 
 def predict_probabilities(model, images, maps=None) -> np.ndarray:

@@ -23,11 +23,10 @@ from pathlib import Path
 import keras
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from nin_keras._atomic import write_json, write_text
 from nin_keras.data import as_arrays, load_dataset
-from nin_keras.formatting import format_size
+from nin_keras.formatting import format_percent, format_size
 from nin_keras.models import build_nin
 from nin_keras.training import train
 from nin_keras.viz import (
@@ -36,6 +35,7 @@ from nin_keras.viz import (
     plot_confusion_matrix,
     plot_training_curves,
 )
+from nin_keras.verification import report_table
 from nin_keras.viz.maps import predict_probabilities
 from nin_keras.workflows.export import export
 
@@ -117,8 +117,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     console.print(f"model {model.name}: {model.count_params():,} parameters")
     result = train(model, data, epochs=settings.epochs, recipe="adam",
                              learning_rate=settings.learning_rate, out_dir=out_dir / "train", overwrite=True,
-                             seed=seed, tensorboard=False,
-                             verbose="auto" if sys.stdout.isatty() else 2)  # no progress-bar redraws in logs
+                             seed=seed, tensorboard=False)
     run_dir = Path(result.run_dir)
     history = dict(result.history)
     model_path = run_dir / "model.keras"
@@ -172,36 +171,11 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     write_json(out_dir / "demo.json", summary)
     write_text(out_dir / "report.md", _report_markdown(summary, export_dir, out_dir))
 
-    console.print(artifact_table(rows, title=f"nin-keras demo: {DATASET}, {len(test_labels)} test images"))
+    console.print(report_table(rows, title=f"nin-keras demo: {DATASET}, {len(test_labels)} test images"))
     _print_verdict(console, summary, settings)
     console.print(f"Done in {seconds:.0f} s. Folder: {out_dir}/  (report: {out_dir / 'report.md'}, "
                   f"figures: {out_dir / 'figures'}/)")
     return summary
-
-
-def artifact_table(rows, *, title: str = "Artifacts"):
-    """A `rich.table.Table` of verify_export rows: artifact, precision, size, accuracy, agreement, latency."""
-    table = Table(title=title, title_justify="left", caption="agreement: top-1 equal to the Keras model's; "
-                  "latency: batch 1, median", caption_justify="left")
-    table.add_column("artifact", no_wrap=True)
-    table.add_column("precision")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("accuracy", justify="right", no_wrap=True)
-    table.add_column("agreement", justify="right", no_wrap=True)
-    table.add_column("latency ms", justify="right", no_wrap=True)
-    table.add_column("images/s", justify="right", no_wrap=True)
-    for row in rows:
-        latency, throughput = row.get("latency_ms_batch1_median"), row.get("throughput_images_per_s")
-        table.add_row(
-            str(row.get("artifact")),
-            str(row.get("precision") or ""),
-            format_size(row.get("size_bytes")),
-            _percent(row.get("accuracy")),
-            _percent(row.get("agreement")),
-            "n/a" if latency is None else f"{latency:.3f}",
-            "n/a" if throughput is None else f"{throughput:,.0f}",
-        )
-    return table
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -242,12 +216,13 @@ def _accuracy_of(rows, target):
 def _print_verdict(console, summary, settings) -> None:
     accuracy, drop = summary["float_accuracy"], summary["int8_drop_points"]
     if summary["quick"]:
-        console.print(f"[dim]Quick run: float accuracy {_percent(accuracy)}, int8 {_percent(summary['int8_accuracy'])}"
+        console.print(f"[dim]Quick run: float accuracy {format_percent(accuracy)}, "
+                      f"int8 {format_percent(summary['int8_accuracy'])}"
                       " (a smoke run; the full demo targets >= 95% and an int8 drop <= 0.5 points).[/]")
         return
     mark = "[green]met[/]" if summary["targets_met"] else "[bold red]NOT met[/]"
-    console.print(f"Targets {mark}: float test accuracy {_percent(accuracy)} (>= {settings.min_accuracy:.0%}), "
-                  f"int8 {_percent(summary['int8_accuracy'])}, drop "
+    console.print(f"Targets {mark}: float test accuracy {format_percent(accuracy)} (>= {settings.min_accuracy:.0%}), "
+                  f"int8 {format_percent(summary['int8_accuracy'])}, drop "
                   f"{'n/a' if drop is None else f'{drop:.2f}'} points (<= {settings.max_int8_drop_points}).")
 
 
@@ -257,7 +232,8 @@ def _int8_choice_line(choice) -> str:
     scores = choice["validation_accuracy"]
     source = "quantization-aware training" if choice["chosen"] == "qat" else "post-training quantization"
     return (f"- Full-int8 model: from {source}, the better of the two on the validation split "
-            f"(QAT {_percent(scores['qat'])}, post-training {_percent(scores['ptq'])}; see export/int8_choice.json).")
+            f"(QAT {format_percent(scores['qat'])}, post-training {format_percent(scores['ptq'])}; "
+            "see export/int8_choice.json).")
 
 
 def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
@@ -273,8 +249,8 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
         "",
         f"- Total time: {summary['seconds']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items()) + ")",
-        f"- Float (Keras) test accuracy: {_percent(summary['float_accuracy'])}",
-        f"- Full-int8 TFLite test accuracy: {_percent(summary['int8_accuracy'])} (drop "
+        f"- Float (Keras) test accuracy: {format_percent(summary['float_accuracy'])}",
+        f"- Full-int8 TFLite test accuracy: {format_percent(summary['int8_accuracy'])} (drop "
         + ("n/a" if summary["int8_drop_points"] is None else f"{summary['int8_drop_points']:.2f}") + " points)",
         _int8_choice_line(summary.get("int8_choice")),
         "",
@@ -286,7 +262,7 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
         throughput = row.get("throughput_images_per_s")
         lines.append(
             f"| {row.get('artifact')} | {row.get('precision') or ''} | {format_size(row.get('size_bytes'))} | "
-            f"{_percent(row.get('accuracy'))} | {_percent(row.get('agreement'))} | "
+            f"{format_percent(row.get('accuracy'))} | {format_percent(row.get('agreement'))} | "
             f"{'n/a' if latency is None else f'{latency:.3f} ms'} | "
             f"{'n/a' if throughput is None else f'{throughput:,.0f} img/s'} |"
         )
@@ -303,7 +279,3 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
               "verification report (report.md, report.json: machine, threads, Edge TPU findings)",
               "- `demo.json`: the numbers above", ""]
     return "\n".join(lines)
-
-
-def _percent(value) -> str:
-    return "n/a" if value is None else f"{100 * float(value):.2f}%"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nin_keras._atomic import write_json
 from nin_keras.checks import check_int
+from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
 from nin_keras.exporting import check_export_data, export_targets, parse_targets, to_tflite
 from nin_keras.models import check_data_fits, check_image_classifier, load_model
@@ -30,7 +31,7 @@ DEFAULT_EXPORT_ROOT = "export"
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
            qat_float_layers=(), representative_samples: int | None = None, class_names=None, verify: bool = True,
-           keep_better_int8: bool = True, progress: bool = True) -> dict:
+           keep_better_int8: bool = True, progress=True) -> dict:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
     Args:
@@ -54,7 +55,8 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             whichever of the two scores better on validation data (never the test split); on a small,
             already well-fitted model, a QAT fine-tune can cost a little accuracy. The choice is returned as
             `int8_choice` and written to int8_choice.json. False always uses QAT. Defaults to True.
-        progress: print progress. Defaults to True.
+        progress: show progress on stderr (True; one display for QAT, writing and checking), or draw it on
+            this `nin_keras.display.ProgressDisplay`. Defaults to True.
 
     Returns:
         dict with out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the verification
@@ -71,33 +73,32 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     float_layers = _check_float_layers(model, qat_float_layers, qat_epochs)
     out_dir = Path(out_dir) if out_dir is not None else Path(DEFAULT_EXPORT_ROOT) / model.name
 
-    qat_model = None
     if qat_epochs > 0 and not integer_targets:
         raise InvalidInputError(
             f"qat_epochs={qat_epochs} only affects the full-integer targets (tflite_int8, edgetpu), and none of "
             f"them is among targets {list(names)}; add one or leave qat_epochs at 0."
         )
-    if qat_epochs > 0:
-        if data is None:
-            raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
-        if progress:
-            print(f"Quantization-aware training: {qat_epochs} epoch(s)", file=sys.stderr)
-        qat_model = quantize_aware(model, data, epochs=qat_epochs,
-                                   learning_rate=learning_rate or DEFAULT_LEARNING_RATE,
-                                   float_layers=float_layers, progress=progress)
-    int8_choice = None
-    if qat_model is not None and keep_better_int8 and getattr(data, "validation", None) is not None:
-        int8_choice = _compare_qat_with_ptq(model, qat_model, data, representative_samples, progress=progress)
-        if int8_choice["chosen"] == "ptq":
-            qat_model = None
-    if progress:
-        print(f"Exporting {model.name} to {out_dir}/", file=sys.stderr)
-    manifest = export_targets(model, out_dir, targets=names, data=data, qat_model=qat_model,
-                              class_names=class_names, representative_samples=representative_samples,
-                              progress=progress)
-    report = None
-    if verify and data is not None:
-        report = verify_export(out_dir, data, reference_model=model, progress=progress)
+    if qat_epochs > 0 and data is None:
+        raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
+
+    # One display for the whole job: QAT's epochs, the targets written and the checks show in one place.
+    with progress_to(progress, stream=sys.stderr) as display:
+        qat_model, int8_choice = None, None
+        if qat_epochs > 0:
+            qat_model = quantize_aware(model, data, epochs=qat_epochs,
+                                       learning_rate=learning_rate or DEFAULT_LEARNING_RATE,
+                                       float_layers=float_layers, progress=display)
+        if qat_model is not None and keep_better_int8 and getattr(data, "validation", None) is not None:
+            int8_choice = _compare_qat_with_ptq(model, qat_model, data, representative_samples, display=display)
+            if int8_choice["chosen"] == "ptq":
+                qat_model = None
+        display.log(f"Exporting {model.name} to {out_dir}/")
+        manifest = export_targets(model, out_dir, targets=names, data=data, qat_model=qat_model,
+                                  class_names=class_names, representative_samples=representative_samples,
+                                  progress=display)
+        report = None
+        if verify and data is not None:
+            report = verify_export(out_dir, data, reference_model=model, progress=display)
     if int8_choice is not None:
         write_json(out_dir / "int8_choice.json", int8_choice)
     return {"out_dir": str(out_dir), "manifest": manifest, "report": report, "int8_choice": int8_choice}
@@ -115,7 +116,7 @@ def _check_float_layers(model, names, qat_epochs: int) -> list[str]:
     return names
 
 
-def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, progress: bool) -> dict:
+def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, display) -> dict:
     """Validation accuracy of the QAT and the post-training int8 models; the better one is chosen (QAT on a tie)."""
     images = representative_images(model, data, num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
     scores = {}
@@ -125,7 +126,6 @@ def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, pro
             path.write_bytes(to_tflite(quantized, "int8", representative_images=images))
             scores[source] = evaluate(path, data.validation, progress=False)["accuracy"]
     chosen = "ptq" if scores["ptq"] > scores["qat"] else "qat"
-    if progress:
-        print(f"int8 on the validation split: QAT {scores['qat']:.2%}, post-training {scores['ptq']:.2%}: "
-              f"exporting the {'QAT' if chosen == 'qat' else 'post-training'} model", file=sys.stderr)
+    display.log(f"int8 on the validation split: QAT {scores['qat']:.2%}, post-training {scores['ptq']:.2%}: "
+                f"exporting the {'QAT' if chosen == 'qat' else 'post-training'} model")
     return {"chosen": chosen, "validation_accuracy": scores, "split": "validation"}

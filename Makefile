@@ -3,6 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Two test processes: much of a test's time is single-threaded (graph building, conversion, subprocesses).
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast benchmarks clean
 
@@ -19,10 +21,10 @@ demo: install
 	$(VENV)/bin/nin-keras demo --out runs/demo
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nin_keras._atomic import atomic_path
-from nin_keras.display import in_notebook, show_image
+from nin_keras.display import show_image
 from nin_keras.formatting import format_size
 
 # Keras names for the accuracy metric, in the order they are looked up.
@@ -39,8 +39,8 @@ def save_figure(figure, path, *, show: bool | None = None) -> Path:
         raise ValueError(f"Figures are written as PNG; the path must end with .png: {path}")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
-    if show or (show is None and in_notebook()):
-        show_image(path)
+    if show is not False:
+        show_image(path)  # shows only inside a notebook, where None and True both mean "show"
     return path
 
 

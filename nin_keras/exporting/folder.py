@@ -81,7 +81,7 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     work_dir = staging_dir(out_dir, kind="work")
     try:
         context = ExportContext(model=model, representative_images=images, qat_model=qat_model, work_dir=work_dir,
-                                float_model=float32_model(model))
+                                float_model=float32_model(model), class_names=class_names)
         entries = {}
         with progress_to(progress, stream=sys.stderr) as display:
             for name in names:

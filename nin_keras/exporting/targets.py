@@ -30,6 +30,13 @@ from nin_keras.export_layout import (
 )
 from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model
 from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
+from nin_keras.exporting.metadata import (
+    ClassifierMetadata,
+    describe_metadata,
+    package_version,
+    read_metadata,
+    with_metadata,
+)
 from nin_keras.exporting.tflite_info import describe_tflite
 from nin_keras.models.io import save_model
 
@@ -71,6 +78,7 @@ class ExportContext:
         representative_images: raw-pixel training images for full-integer calibration, or None.
         qat_model: a `QATModel` (full-integer targets use it when given), or None.
         work_dir: a scratch folder (outside the export) for the SavedModels the converter reads.
+        class_names: one name per class, packed into every .tflite with its metadata (None: no metadata).
     """
 
     model: object
@@ -78,6 +86,7 @@ class ExportContext:
     representative_images: np.ndarray | None = None
     qat_model: object = None
     work_dir: Path | None = None
+    class_names: list | None = None
     _saved_models: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -107,9 +116,29 @@ def _tflite_entry(target: str, path: Path, **extra) -> dict:
             "output": info["outputs"][0], "ops": info["ops"], "op_versions": info["op_versions"], **extra}
 
 
-def _write_tflite(target: str, data: bytes, out_dir: Path, **extra) -> dict:
+def _write_tflite(target: str, data: bytes, out_dir: Path, context: ExportContext, **extra) -> dict:
+    """Writes a .tflite with its metadata (what MediaPipe and the LiteRT support library read) and labels."""
+    metadata = classifier_metadata(context.float_model, target, context.class_names)
+    if metadata is not None:
+        data = with_metadata(data, metadata)
     path = write_bytes(Path(out_dir) / EXPORT_TARGETS[target].file, data)
-    return _tflite_entry(target, path, **extra)
+    entry = _tflite_entry(target, path, **extra)
+    entry["metadata"] = None if metadata is None else describe_metadata(read_metadata(data))
+    return entry
+
+
+def classifier_metadata(model, target: str, class_names) -> ClassifierMetadata | None:
+    """The metadata of `model`'s .tflite for `target`: an RGB or grayscale image in (raw pixels, so mean 0 and
+    std 1), class probabilities out, the class names packed; None for other channel counts or without names."""
+    height, width, channels = (int(d) for d in model.inputs[0].shape[1:4])
+    color_space = {1: "GRAYSCALE", 3: "RGB"}.get(channels)
+    if color_space is None or not class_names:
+        return None
+    return ClassifierMetadata(
+        name=model.name, version=f"nin-keras {package_version()}", color_space=color_space, height=height,
+        width=width, labels=list(class_names), input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+        description=f"Network In Network image classifier ({model.name}), {EXPORT_TARGETS[target].description}. "
+                    "Takes raw pixels 0..255; gives one probability per class.")
 
 
 def export_keras(context: ExportContext, out_dir) -> dict:
@@ -134,7 +163,7 @@ def export_saved_model(context: ExportContext, out_dir) -> dict:
 
 def export_tflite_float32(context: ExportContext, out_dir) -> dict:
     """model_float32.tflite: float32 weights and I/O."""
-    return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, precision="float32")
+    return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, context, precision="float32")
 
 
 def export_tflite_float16(context: ExportContext, out_dir) -> dict:
@@ -142,13 +171,13 @@ def export_tflite_float16(context: ExportContext, out_dir) -> dict:
     data = context.tflite("float16")
     text = gpu_compatibility_report(data)
     write_text(Path(out_dir) / GPU_COMPATIBILITY_FILE, text)
-    return _write_tflite("tflite_float16", data, out_dir, precision="float16 weights",
+    return _write_tflite("tflite_float16", data, out_dir, context, precision="float16 weights",
                          gpu_compatibility=summarize_gpu_compatibility(text))
 
 
 def export_tflite_dynamic(context: ExportContext, out_dir) -> dict:
     """model_dynamic.tflite: dynamic-range quantization (int8 weights, float activations and I/O)."""
-    return _write_tflite("tflite_dynamic", context.tflite("dynamic"), out_dir,
+    return _write_tflite("tflite_dynamic", context.tflite("dynamic"), out_dir, context,
                          precision="int8 weights / float activations")
 
 
@@ -156,7 +185,7 @@ def export_tflite_int8(context: ExportContext, out_dir) -> dict:
     """model_int8.tflite: full integer with int8 I/O; from the QAT model when there is one, else PTQ."""
     _require_data(context, "tflite_int8")
     data = context.tflite("int8", use_qat=True)
-    return _write_tflite("tflite_int8", data, out_dir, precision="full int8",
+    return _write_tflite("tflite_int8", data, out_dir, context, precision="full int8",
                          quantization="qat" if context.qat_model is not None else "ptq")
 
 
@@ -164,7 +193,7 @@ def export_edgetpu(context: ExportContext, out_dir) -> dict:
     """model_edgetpu_ready.tflite (uint8 I/O, batch 1), edgetpu_check.json, and the compiler's output if present."""
     _require_data(context, "edgetpu")
     data = context.tflite("uint8", batch_size=1, use_qat=True)
-    entry = _write_tflite("edgetpu", data, out_dir, precision="full int8 (uint8 I/O)",
+    entry = _write_tflite("edgetpu", data, out_dir, context, precision="full int8 (uint8 I/O)",
                           quantization="qat" if context.qat_model is not None else "ptq")
     path = Path(out_dir) / EXPORT_TARGETS["edgetpu"].file
     findings = check_edgetpu(path)

@@ -62,6 +62,30 @@ def test_tflite_io_types_are_what_the_names_say(exported):
     assert sizes["model_float16.tflite"] < sizes["model_float32.tflite"]
 
 
+def _io_names(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return (interpreter.get_signature_list(), [d["name"] for d in interpreter.get_input_details()],
+            [d["name"] for d in interpreter.get_output_details()])
+
+
+def test_every_tflite_carries_metadata_and_the_serving_names(exported):
+    from nin_keras.exporting.metadata import read_metadata
+
+    _, out, manifest = exported
+    for target, info in EXPORT_TARGETS.items():
+        if not info.file.endswith(".tflite"):
+            continue
+        metadata = read_metadata((out / info.file).read_bytes())
+        assert metadata["packed_files"]["labels.txt"].decode().splitlines() == CLASS_NAMES, target
+        assert metadata["input"][0]["color_space"] == "RGB" and metadata["input"][0]["size"] == SHAPE[:2]
+        assert metadata["input"][0]["normalization"] == {"mean": [0.0], "std": [1.0]}
+        assert manifest["targets"][target]["metadata"]["output"].startswith("probabilities: 10 class"), target
+        assert _io_names(out / info.file) == ({"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}},
+                                              ["image"], ["probabilities"]), target
+
+
 def test_tflite_numerics_on_raw_pixels(exported):
     model, out, _ = exported
     images, _ = random_data(12, seed=3)
@@ -152,7 +176,12 @@ def test_workflow_export_with_qat_and_verification(tmp_path):
     manifest = result["manifest"]
     assert manifest["targets"]["tflite_int8"]["quantization"] == "qat"
     assert manifest["qat"]["epochs"] == 1
+    signature = {"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
+    assert _io_names(tmp_path / "out" / "model_int8.tflite") == (signature, ["image"], ["probabilities"])
     assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.md").is_file()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "- `model_int8.tflite`: LiteRT C++/Java/Python on CPU" in report  # which client takes which file
+    assert "Metadata: image: RGB image 16x16, normalization mean [0.0] std [1.0]; probabilities: 10 class" in report
     assert len(result["report"]) >= 3
 
 

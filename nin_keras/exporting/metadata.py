@@ -97,6 +97,7 @@ def with_metadata(model_bytes: bytes, metadata: ClassifierMetadata) -> bytes:
         model.buffers.append(schema.BufferT())
         model.metadata.append(entry)
     model.buffers[entry.buffer].data = np.frombuffer(metadata_flatbuffer(metadata), dtype=np.uint8)
+    _name_io_tensors(model.subgraphs[0], metadata)
     builder = flatbuffers.Builder(len(flatbuffer) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=MODEL_IDENTIFIER)
     packed = io.BytesIO()
@@ -104,6 +105,14 @@ def with_metadata(model_bytes: bytes, metadata: ClassifierMetadata) -> bytes:
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:  # appended after the model
         archive.writestr(metadata.labels_file, "\n".join(str(label) for label in metadata.labels) + "\n")
     return packed.getvalue()
+
+
+def _name_io_tensors(subgraph, metadata: ClassifierMetadata) -> None:
+    """Names the input and output tensors as the signature does (the converter calls them
+    "serving_default_image:0" and "StatefulPartitionedCall:0"), for clients that list tensors by name."""
+    for indices, name in ((subgraph.inputs, metadata.input_name), (subgraph.outputs, metadata.output_name)):
+        if indices is not None and len(indices) == 1:
+            subgraph.tensors[int(indices[0])].name = name
 
 
 def metadata_flatbuffer(metadata: ClassifierMetadata) -> bytes:

@@ -46,23 +46,31 @@ class TargetInfo:
     file: str
     description: str
     needs_data: bool = False
+    clients: str = ""  # which clients take this file (README's table and report.md say it)
 
 
 EXPORT_TARGETS: "OrderedDict[str, TargetInfo]" = OrderedDict(
-    keras=TargetInfo(TARGET_FILES["keras"], "Keras 3 model, float32 weights"),
+    keras=TargetInfo(TARGET_FILES["keras"], "Keras 3 model, float32 weights",
+                     clients="Keras 3 on any backend (plain keras.saving.load_model; no nin-keras needed)"),
     saved_model=TargetInfo(
         TARGET_FILES["saved_model"],
         "TF Serving SavedModel, signature serving_default: image float32 [N,H,W,C] raw pixels -> "
         "probabilities [N,classes], class_id [N]",
+        clients="TF Serving (GPU or CPU servers), TensorFlow",
     ),
-    tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O"),
+    tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O",
+                              clients="LiteRT anywhere; MediaPipe Tasks (RGB models)"),
     tflite_float16=TargetInfo(TARGET_FILES["tflite_float16"],
-                              "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it"),
-    tflite_dynamic=TargetInfo(TARGET_FILES["tflite_dynamic"], "int8 weights, float activations, float32 I/O"),
+                              "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it",
+                              clients="LiteRT with Android's GPU delegate; MediaPipe Tasks (RGB models)"),
+    tflite_dynamic=TargetInfo(TARGET_FILES["tflite_dynamic"], "int8 weights, float activations, float32 I/O",
+                              clients="LiteRT on CPU; MediaPipe Tasks (RGB models)"),
     tflite_int8=TargetInfo(TARGET_FILES["tflite_int8"], "full integer, int8 input/output (QAT or PTQ)",
-                           needs_data=True),
+                           needs_data=True,
+                           clients="LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)"),
     edgetpu=TargetInfo(TARGET_FILES["edgetpu"],
                        "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
+                       clients="Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)",
                        needs_data=True),
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import os
 import sys
@@ -39,6 +40,7 @@ from nin_keras.exporting.metadata import (
 )
 from nin_keras.exporting.tflite_info import describe_tflite
 from nin_keras.models.io import save_model
+from nin_keras.process_state import silenced_native_stderr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,8 @@ EXPORT_TARGETS: "OrderedDict[str, TargetInfo]" = OrderedDict(
         "probabilities [N,classes], class_id [N]",
         clients="TF Serving (GPU or CPU servers), TensorFlow",
     ),
+    onnx=TargetInfo(TARGET_FILES["onnx"], "ONNX, float32: image [N,H,W,C] raw pixels -> probabilities [N,classes]",
+                    clients="onnxruntime (CPU, CUDA, TensorRT), NVIDIA Triton, other ONNX runtimes"),
     tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O",
                               clients="LiteRT anywhere; MediaPipe Tasks (RGB models)"),
     tflite_float16=TargetInfo(TARGET_FILES["tflite_float16"],
@@ -169,6 +173,45 @@ def export_saved_model(context: ExportContext, out_dir) -> dict:
             "outputs": {OUTPUT_NAME: "float32 [N, classes]", CLASS_ID_NAME: "int64 [N]"}}
 
 
+def export_onnx(context: ExportContext, out_dir) -> dict:
+    """model.onnx: float32, made by Keras' own exporter (tf2onnx), input `image` and output `probabilities`."""
+    import onnx  # lazy: the [onnx] extra (parse_targets refuses the target without it)
+
+    path = Path(out_dir) / EXPORT_TARGETS["onnx"].file
+    with tempfile.TemporaryDirectory(prefix="nin_keras_onnx_") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with silenced_native_stderr(), contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its steps
+            context.float_model.export(str(raw), format="onnx", verbose=False)
+        graph = onnx.load(str(raw))
+    _name_onnx_io(graph)
+    write_bytes(path, graph.SerializeToString())
+    shape = [-1, *(int(d) for d in context.float_model.inputs[0].shape[1:])]
+    return {"target": "onnx", "file": path.name, "size_bytes": path.stat().st_size,
+            "description": EXPORT_TARGETS["onnx"].description, "opset": _onnx_opset(graph),
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": shape, "quantization": None},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, _num_classes(context)]}}
+
+
+def _name_onnx_io(graph) -> None:
+    """Input `image` (Keras' name already), output `probabilities` (the exporter says "Identity:0"), batch."""
+    graph.graph.input[0].name = INPUT_NAME
+    old = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
+    graph.graph.output[0].name = OUTPUT_NAME
+    for value in (graph.graph.input[0], graph.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def _onnx_opset(graph) -> int | None:
+    return next((int(entry.version) for entry in graph.opset_import if entry.domain in ("", "ai.onnx")), None)
+
+
+def _num_classes(context: ExportContext) -> int:
+    return int(context.float_model.outputs[0].shape[-1])
+
+
 def export_tflite_float32(context: ExportContext, out_dir) -> dict:
     """model_float32.tflite: float32 weights and I/O."""
     return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, context, precision="float32")
@@ -226,6 +269,7 @@ def _require_data(context: ExportContext, target: str) -> None:
 TARGET_FUNCTIONS = OrderedDict(
     keras=export_keras,
     saved_model=export_saved_model,
+    onnx=export_onnx,
     tflite_float32=export_tflite_float32,
     tflite_float16=export_tflite_float16,
     tflite_dynamic=export_tflite_dynamic,
@@ -279,15 +323,35 @@ def parse_targets(targets) -> list[str]:
         names = [str(t).strip() for t in targets]
     if not names:
         raise InvalidInputError(f"No export targets given. Known targets: all, {', '.join(EXPORT_TARGETS)}.")
-    if "all" in names:
-        return list(EXPORT_TARGETS)
+    missing = unavailable_targets()
+    if "all" in names:  # every target whose dependencies are installed (skipped_targets says which are not)
+        return [t for t in EXPORT_TARGETS if t not in missing]
     unknown = [n for n in names if n not in EXPORT_TARGETS]
     if unknown:
         raise InvalidInputError(
             f"Unknown export target{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. "
             f"Known targets: all, {', '.join(EXPORT_TARGETS)}."
         )
+    for name in names:
+        if name in missing:
+            raise InvalidInputError(f"The {name} target needs {missing[name]}.")
     return [t for t in EXPORT_TARGETS if t in names]
 
 
-__all__ = ["EXPORT_TARGETS", "ExportContext", "TARGET_FUNCTIONS", "TargetInfo", "parse_targets"]
+def unavailable_targets() -> dict[str, str]:
+    """Targets whose optional dependencies are not installed -> what to install."""
+    missing = [m for m in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if not missing:
+        return {}
+    return {"onnx": f"{', '.join(missing)}, not installed here: pip install 'nin-keras[onnx]'"}
+
+
+def skipped_targets(targets) -> dict[str, str]:
+    """What "all" leaves out on this machine, and why (empty when targets were named one by one)."""
+    names = [targets] if isinstance(targets, str) else list(targets or ["all"])
+    asked_all = any("all" in [t.strip() for t in str(name).split(",")] for name in names)
+    return unavailable_targets() if asked_all else {}
+
+
+__all__ = ["EXPORT_TARGETS", "ExportContext", "TARGET_FUNCTIONS", "TargetInfo", "parse_targets", "skipped_targets",
+           "unavailable_targets"]

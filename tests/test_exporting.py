@@ -111,6 +111,39 @@ def test_saved_model_signature_for_tf_serving(exported):
     assert manifest["targets"]["saved_model"]["file"] == "saved_model/1"
 
 
+def test_saved_model_carries_tf_serving_warmup_requests(exported):
+    import tensorflow as tf
+
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    _, out, manifest = exported
+    version = out / "saved_model" / "1"
+    assert manifest["targets"]["saved_model"]["warmup_requests"] == "assets.extra/tf_serving_warmup_requests"
+    records = list(tf.data.TFRecordDataset(str(version / "assets.extra" / "tf_serving_warmup_requests"))
+                   .as_numpy_iterator())
+    assert len(records) == 3
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        assert request.model_spec.signature_name == "serving_default" and list(request.inputs) == ["image"]
+        image = tf.make_ndarray(request.inputs["image"])
+        assert image.dtype == np.float32 and image.shape == (1, *SHAPE)
+        assert signature(image=tf.constant(image))["probabilities"].shape == (1, 10)  # a request it serves
+
+
+def test_warmup_records_encoded_without_tensorflow_serving_are_the_same_messages():
+    import tensorflow as tf
+
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    from nin_keras.exporting.warmup import _encode_prediction_log, warmup_records
+
+    batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    with_package = warmup_records([batch], model_name="nin_cifar")[0]
+    by_hand = _encode_prediction_log("nin_cifar", tf.make_tensor_proto(batch).SerializeToString())
+    parse = prediction_log_pb2.PredictionLog.FromString
+    assert parse(by_hand) == parse(with_package)
+    assert parse(by_hand).predict_log.request.model_spec.name == "nin_cifar"
+
+
 def test_float16_records_gpu_compatibility(exported):
     _, out, manifest = exported
     entry = manifest["targets"]["tflite_float16"]["gpu_compatibility"]
@@ -156,7 +189,7 @@ def test_bad_input_is_refused_before_writing(exported, tmp_path):
     model, _, _ = exported
     out = tmp_path / "x"
     with pytest.raises(InvalidInputError, match="Known targets: all, keras, saved_model"):
-        export_targets(model, out, targets="keras,onnx", progress=False)
+        export_targets(model, out, targets="keras,coreml", progress=False)
     with pytest.raises(InvalidInputError, match="representative data"):
         export_targets(model, out, targets="tflite_int8", progress=False)
     with pytest.raises(IncompatibleModelError, match=r"16, 16, 3|16x16x3"):  # names the model's shape

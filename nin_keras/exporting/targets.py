@@ -39,6 +39,7 @@ from nin_keras.exporting.metadata import (
     with_metadata,
 )
 from nin_keras.exporting.tflite_info import describe_tflite
+from nin_keras.exporting.warmup import WARMUP_FILE, write_warmup_requests
 from nin_keras.models.io import save_model
 from nin_keras.process_state import silenced_native_stderr
 
@@ -161,14 +162,17 @@ def export_keras(context: ExportContext, out_dir) -> dict:
 
 
 def export_saved_model(context: ExportContext, out_dir) -> dict:
-    """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id)."""
+    """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id),
+    with warm-up requests in assets.extra/."""
     model = context.float_model
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     target_dir = Path(out_dir) / EXPORT_TARGETS["saved_model"].file
     with atomic_dir(target_dir) as tmp:
         write_serving_saved_model(model, tmp, class_id=True)
+        write_warmup_requests(tmp, model)  # TF Serving replays these when it loads the version
     return {"target": "saved_model", "file": "saved_model/1", "size_bytes": folder_size(target_dir),
             "description": EXPORT_TARGETS["saved_model"].description, "signature": "serving_default",
+            "warmup_requests": WARMUP_FILE,
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, *shape], "quantization": None},
             "outputs": {OUTPUT_NAME: "float32 [N, classes]", CLASS_ID_NAME: "int64 [N]"}}
 

@@ -5,6 +5,7 @@ neither stage imports the other and the two never disagree about a name.
 
     model.keras                  keras target
     saved_model/1/               saved_model target (TF Serving's numbered version folders)
+    model.onnx                   onnx target (with the [onnx] extra)
     model_float32.tflite ...     one file per TFLite target
     model_edgetpu_ready.tflite   edgetpu target; edgetpu_compiler's output, where installed, is *_edgetpu.tflite
     labels.txt, manifest.json    class names; what was exported, with each artifact's I/O and ops
@@ -21,6 +22,7 @@ from collections import OrderedDict
 TARGET_FILES: "OrderedDict[str, str]" = OrderedDict(
     keras="model.keras",
     saved_model="saved_model/1",
+    onnx="model.onnx",
     tflite_float32="model_float32.tflite",
     tflite_float16="model_float16.tflite",
     tflite_dynamic="model_dynamic.tflite",

@@ -36,13 +36,16 @@ def exported(tmp_path_factory):
     import keras
 
     import nin_keras
+    from nin_keras.exporting import unavailable_targets
 
     out = tmp_path_factory.mktemp("export")
     keras.utils.set_random_seed(0)
     model = nin_keras.build_nin(10, variant="mnist", input_shape=(8, 8, 1), width_multiplier=0.125, name="tiny")
     data = nin_keras.load_dataset("synthetic", input_shape=(8, 8, 1), num_classes=10, size=64, batch_size=16)
-    nin_keras.export(model, out, targets=["keras", "saved_model", "tflite_float32", "tflite_int8", "edgetpu"],
-                     data=data, verify=False, progress=False)
+    targets = ["keras", "saved_model", "tflite_float32", "tflite_int8", "edgetpu"]
+    if "onnx" not in unavailable_targets():
+        targets.append("onnx")
+    nin_keras.export(model, out, targets=targets, data=data, verify=False, progress=False)
     return out, model
 
 
@@ -88,6 +91,19 @@ def test_litert_inference(exported, image_files, artifact):
     if artifact == "model_float32.tflite":
         keras_top1 = np.asarray(model(images.astype(np.float32))).argmax(-1)
         assert top1 == [labels[i] for i in keras_top1]
+
+
+def test_onnxruntime_client(exported, image_files):
+    import nin_keras
+    from nin_keras.viz import load_images
+
+    out, _ = exported
+    if not (out / "model.onnx").exists():
+        pytest.skip("the [onnx] extra is not installed")
+    stdout = _check(run_example("onnxruntime_client.py", out / "model.onnx", *image_files, "--top", "2", timeout=60))
+    labels = (out / "labels.txt").read_text().split("\n")
+    expected = nin_keras.Predictor(out / "model.onnx").predict(load_images(image_files, (8, 8, 1))).argmax(-1)
+    assert _parse_top1(stdout) == [labels[i] for i in expected]
 
 
 def test_litert_inference_missing_model(tmp_path, image_files):

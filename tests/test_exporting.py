@@ -62,6 +62,30 @@ def test_tflite_io_types_are_what_the_names_say(exported):
     assert sizes["model_float16.tflite"] < sizes["model_float32.tflite"]
 
 
+def _io_names(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return (interpreter.get_signature_list(), [d["name"] for d in interpreter.get_input_details()],
+            [d["name"] for d in interpreter.get_output_details()])
+
+
+def test_every_tflite_carries_metadata_and_the_serving_names(exported):
+    from nin_keras.exporting.metadata import read_metadata
+
+    _, out, manifest = exported
+    for target, info in EXPORT_TARGETS.items():
+        if not info.file.endswith(".tflite"):
+            continue
+        metadata = read_metadata((out / info.file).read_bytes())
+        assert metadata["packed_files"]["labels.txt"].decode().splitlines() == CLASS_NAMES, target
+        assert metadata["input"][0]["color_space"] == "RGB" and metadata["input"][0]["size"] == SHAPE[:2]
+        assert metadata["input"][0]["normalization"] == {"mean": [0.0], "std": [1.0]}
+        assert manifest["targets"][target]["metadata"]["output"].startswith("probabilities: 10 class"), target
+        assert _io_names(out / info.file) == ({"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}},
+                                              ["image"], ["probabilities"]), target
+
+
 def test_tflite_numerics_on_raw_pixels(exported):
     model, out, _ = exported
     images, _ = random_data(12, seed=3)
@@ -85,6 +109,39 @@ def test_saved_model_signature_for_tf_serving(exported):
     np.testing.assert_allclose(result["probabilities"].numpy(), model.predict(images, verbose=0), atol=1e-5)
     np.testing.assert_array_equal(result["class_id"].numpy(), result["probabilities"].numpy().argmax(-1))
     assert manifest["targets"]["saved_model"]["file"] == "saved_model/1"
+
+
+def test_saved_model_carries_tf_serving_warmup_requests(exported):
+    import tensorflow as tf
+
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    _, out, manifest = exported
+    version = out / "saved_model" / "1"
+    assert manifest["targets"]["saved_model"]["warmup_requests"] == "assets.extra/tf_serving_warmup_requests"
+    records = list(tf.data.TFRecordDataset(str(version / "assets.extra" / "tf_serving_warmup_requests"))
+                   .as_numpy_iterator())
+    assert len(records) == 3
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        assert request.model_spec.signature_name == "serving_default" and list(request.inputs) == ["image"]
+        image = tf.make_ndarray(request.inputs["image"])
+        assert image.dtype == np.float32 and image.shape == (1, *SHAPE)
+        assert signature(image=tf.constant(image))["probabilities"].shape == (1, 10)  # a request it serves
+
+
+def test_warmup_records_encoded_without_tensorflow_serving_are_the_same_messages():
+    import tensorflow as tf
+
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    from nin_keras.exporting.warmup import _encode_prediction_log, warmup_records
+
+    batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    with_package = warmup_records([batch], model_name="nin_cifar")[0]
+    by_hand = _encode_prediction_log("nin_cifar", tf.make_tensor_proto(batch).SerializeToString())
+    parse = prediction_log_pb2.PredictionLog.FromString
+    assert parse(by_hand) == parse(with_package)
+    assert parse(by_hand).predict_log.request.model_spec.name == "nin_cifar"
 
 
 def test_float16_records_gpu_compatibility(exported):
@@ -132,7 +189,7 @@ def test_bad_input_is_refused_before_writing(exported, tmp_path):
     model, _, _ = exported
     out = tmp_path / "x"
     with pytest.raises(InvalidInputError, match="Known targets: all, keras, saved_model"):
-        export_targets(model, out, targets="keras,onnx", progress=False)
+        export_targets(model, out, targets="keras,coreml", progress=False)
     with pytest.raises(InvalidInputError, match="representative data"):
         export_targets(model, out, targets="tflite_int8", progress=False)
     with pytest.raises(IncompatibleModelError, match=r"16, 16, 3|16x16x3"):  # names the model's shape
@@ -152,7 +209,12 @@ def test_workflow_export_with_qat_and_verification(tmp_path):
     manifest = result["manifest"]
     assert manifest["targets"]["tflite_int8"]["quantization"] == "qat"
     assert manifest["qat"]["epochs"] == 1
+    signature = {"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
+    assert _io_names(tmp_path / "out" / "model_int8.tflite") == (signature, ["image"], ["probabilities"])
     assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.md").is_file()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "- `model_int8.tflite`: LiteRT C++/Java/Python on CPU" in report  # which client takes which file
+    assert "Metadata: image: RGB image 16x16, normalization mean [0.0] std [1.0]; probabilities: 10 class" in report
     assert len(result["report"]) >= 3
 
 

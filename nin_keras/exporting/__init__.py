@@ -33,12 +33,15 @@ from nin_keras.exporting.targets import (
     TargetInfo,
     export_edgetpu,
     export_keras,
+    export_onnx,
     export_saved_model,
     export_tflite_dynamic,
     export_tflite_float16,
     export_tflite_float32,
     export_tflite_int8,
     parse_targets,
+    skipped_targets,
+    unavailable_targets,
 )
 from nin_keras.exporting.tflite_info import describe_tflite
 
@@ -61,6 +64,7 @@ __all__ = [
     "describe_tflite",
     "export_edgetpu",
     "export_keras",
+    "export_onnx",
     "export_saved_model",
     "export_targets",
     "export_tflite_dynamic",
@@ -72,6 +76,8 @@ __all__ = [
     "parse_targets",
     "post_training_quantize",
     "run_edgetpu_compiler",
+    "skipped_targets",
     "to_tflite",
+    "unavailable_targets",
     "write_serving_saved_model",
 ]

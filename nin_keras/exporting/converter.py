@@ -175,9 +175,11 @@ def keras_converter(model, *, batch_size=None):
 
 
 def tf_keras_converter(tf_keras_model, *, batch_size=None):
-    """Returns a `TFLiteConverter` for a tf_keras (e.g. tfmot QAT) model; `batch_size=1` makes it static."""
-    if batch_size is None:
-        return tf.lite.TFLiteConverter.from_keras_model(tf_keras_model)
+    """Returns a `TFLiteConverter` for a tf_keras (e.g. tfmot QAT) model; `batch_size=1` makes it static.
+
+    Its serving_default signature takes `image` and gives `probabilities`, as the Keras 3 conversions do
+    (`from_keras_model` would name the output after the model's last layer).
+    """
     shape = tuple(int(d) for d in tf_keras_model.inputs[0].shape[1:])
 
     @tf.function(input_signature=[tf.TensorSpec((batch_size, *shape), tf.float32, name=INPUT_NAME)])

@@ -29,6 +29,7 @@ from nin_keras.exporting.targets import (
     TARGET_FUNCTIONS,
     ExportContext,
     parse_targets,
+    skipped_targets,
     write_labels,
 )
 from nin_keras.formatting import format_size
@@ -81,9 +82,12 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     work_dir = staging_dir(out_dir, kind="work")
     try:
         context = ExportContext(model=model, representative_images=images, qat_model=qat_model, work_dir=work_dir,
-                                float_model=float32_model(model))
+                                float_model=float32_model(model), class_names=class_names)
         entries = {}
+        skipped = skipped_targets(targets)
         with progress_to(progress, stream=sys.stderr) as display:
+            for name, reason in skipped.items():
+                display.log(f"  {name:<15} skipped: {reason}")
             for name in names:
                 started = time.perf_counter()
                 entries[name] = TARGET_FUNCTIONS[name](context, staging)
@@ -102,6 +106,7 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
                 "kept_float": [name for name, treatment in qat_model.plan.items() if treatment == "kept float"]},
             "representative_samples": None if images is None else int(len(images)),
             "targets": {**_previous_targets(out_dir, names), **entries},
+            "skipped": skipped,
         }
         write_json(staging / MANIFEST_FILE, manifest)
         _move_into(staging, out_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import os
 import sys
@@ -30,8 +31,17 @@ from nin_keras.export_layout import (
 )
 from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model
 from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
+from nin_keras.exporting.metadata import (
+    ClassifierMetadata,
+    describe_metadata,
+    package_version,
+    read_metadata,
+    with_metadata,
+)
 from nin_keras.exporting.tflite_info import describe_tflite
+from nin_keras.exporting.warmup import WARMUP_FILE, write_warmup_requests
 from nin_keras.models.io import save_model
+from nin_keras.process_state import silenced_native_stderr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,23 +49,33 @@ class TargetInfo:
     file: str
     description: str
     needs_data: bool = False
+    clients: str = ""  # which clients take this file (README's table and report.md say it)
 
 
 EXPORT_TARGETS: "OrderedDict[str, TargetInfo]" = OrderedDict(
-    keras=TargetInfo(TARGET_FILES["keras"], "Keras 3 model, float32 weights"),
+    keras=TargetInfo(TARGET_FILES["keras"], "Keras 3 model, float32 weights",
+                     clients="Keras 3 on any backend (plain keras.saving.load_model; no nin-keras needed)"),
     saved_model=TargetInfo(
         TARGET_FILES["saved_model"],
         "TF Serving SavedModel, signature serving_default: image float32 [N,H,W,C] raw pixels -> "
         "probabilities [N,classes], class_id [N]",
+        clients="TF Serving (GPU or CPU servers), TensorFlow",
     ),
-    tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O"),
+    onnx=TargetInfo(TARGET_FILES["onnx"], "ONNX, float32: image [N,H,W,C] raw pixels -> probabilities [N,classes]",
+                    clients="onnxruntime (CPU, CUDA, TensorRT), NVIDIA Triton, other ONNX runtimes"),
+    tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O",
+                              clients="LiteRT anywhere; MediaPipe Tasks (RGB models)"),
     tflite_float16=TargetInfo(TARGET_FILES["tflite_float16"],
-                              "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it"),
-    tflite_dynamic=TargetInfo(TARGET_FILES["tflite_dynamic"], "int8 weights, float activations, float32 I/O"),
+                              "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it",
+                              clients="LiteRT with Android's GPU delegate; MediaPipe Tasks (RGB models)"),
+    tflite_dynamic=TargetInfo(TARGET_FILES["tflite_dynamic"], "int8 weights, float activations, float32 I/O",
+                              clients="LiteRT on CPU; MediaPipe Tasks (RGB models)"),
     tflite_int8=TargetInfo(TARGET_FILES["tflite_int8"], "full integer, int8 input/output (QAT or PTQ)",
-                           needs_data=True),
+                           needs_data=True,
+                           clients="LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)"),
     edgetpu=TargetInfo(TARGET_FILES["edgetpu"],
                        "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
+                       clients="Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)",
                        needs_data=True),
 )
 
@@ -71,6 +91,7 @@ class ExportContext:
         representative_images: raw-pixel training images for full-integer calibration, or None.
         qat_model: a `QATModel` (full-integer targets use it when given), or None.
         work_dir: a scratch folder (outside the export) for the SavedModels the converter reads.
+        class_names: one name per class, packed into every .tflite with its metadata (None: no metadata).
     """
 
     model: object
@@ -78,6 +99,7 @@ class ExportContext:
     representative_images: np.ndarray | None = None
     qat_model: object = None
     work_dir: Path | None = None
+    class_names: list | None = None
     _saved_models: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -107,9 +129,29 @@ def _tflite_entry(target: str, path: Path, **extra) -> dict:
             "output": info["outputs"][0], "ops": info["ops"], "op_versions": info["op_versions"], **extra}
 
 
-def _write_tflite(target: str, data: bytes, out_dir: Path, **extra) -> dict:
+def _write_tflite(target: str, data: bytes, out_dir: Path, context: ExportContext, **extra) -> dict:
+    """Writes a .tflite with its metadata (what MediaPipe and the LiteRT support library read) and labels."""
+    metadata = classifier_metadata(context.float_model, target, context.class_names)
+    if metadata is not None:
+        data = with_metadata(data, metadata)
     path = write_bytes(Path(out_dir) / EXPORT_TARGETS[target].file, data)
-    return _tflite_entry(target, path, **extra)
+    entry = _tflite_entry(target, path, **extra)
+    entry["metadata"] = None if metadata is None else describe_metadata(read_metadata(data))
+    return entry
+
+
+def classifier_metadata(model, target: str, class_names) -> ClassifierMetadata | None:
+    """The metadata of `model`'s .tflite for `target`: an RGB or grayscale image in (raw pixels, so mean 0 and
+    std 1), class probabilities out, the class names packed; None for other channel counts or without names."""
+    height, width, channels = (int(d) for d in model.inputs[0].shape[1:4])
+    color_space = {1: "GRAYSCALE", 3: "RGB"}.get(channels)
+    if color_space is None or not class_names:
+        return None
+    return ClassifierMetadata(
+        name=model.name, version=f"nin-keras {package_version()}", color_space=color_space, height=height,
+        width=width, labels=list(class_names), input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+        description=f"Network In Network image classifier ({model.name}), {EXPORT_TARGETS[target].description}. "
+                    "Takes raw pixels 0..255; gives one probability per class.")
 
 
 def export_keras(context: ExportContext, out_dir) -> dict:
@@ -120,21 +162,63 @@ def export_keras(context: ExportContext, out_dir) -> dict:
 
 
 def export_saved_model(context: ExportContext, out_dir) -> dict:
-    """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id)."""
+    """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id),
+    with warm-up requests in assets.extra/."""
     model = context.float_model
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     target_dir = Path(out_dir) / EXPORT_TARGETS["saved_model"].file
     with atomic_dir(target_dir) as tmp:
         write_serving_saved_model(model, tmp, class_id=True)
+        write_warmup_requests(tmp, model)  # TF Serving replays these when it loads the version
     return {"target": "saved_model", "file": "saved_model/1", "size_bytes": folder_size(target_dir),
             "description": EXPORT_TARGETS["saved_model"].description, "signature": "serving_default",
+            "warmup_requests": WARMUP_FILE,
             "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, *shape], "quantization": None},
             "outputs": {OUTPUT_NAME: "float32 [N, classes]", CLASS_ID_NAME: "int64 [N]"}}
 
 
+def export_onnx(context: ExportContext, out_dir) -> dict:
+    """model.onnx: float32, made by Keras' own exporter (tf2onnx), input `image` and output `probabilities`."""
+    import onnx  # lazy: the [onnx] extra (parse_targets refuses the target without it)
+
+    path = Path(out_dir) / EXPORT_TARGETS["onnx"].file
+    with tempfile.TemporaryDirectory(prefix="nin_keras_onnx_") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with silenced_native_stderr(), contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its steps
+            context.float_model.export(str(raw), format="onnx", verbose=False)
+        graph = onnx.load(str(raw))
+    _name_onnx_io(graph)
+    write_bytes(path, graph.SerializeToString())
+    shape = [-1, *(int(d) for d in context.float_model.inputs[0].shape[1:])]
+    return {"target": "onnx", "file": path.name, "size_bytes": path.stat().st_size,
+            "description": EXPORT_TARGETS["onnx"].description, "opset": _onnx_opset(graph),
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": shape, "quantization": None},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, _num_classes(context)]}}
+
+
+def _name_onnx_io(graph) -> None:
+    """Input `image` (Keras' name already), output `probabilities` (the exporter says "Identity:0"), batch."""
+    graph.graph.input[0].name = INPUT_NAME
+    old = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
+    graph.graph.output[0].name = OUTPUT_NAME
+    for value in (graph.graph.input[0], graph.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+
+
+def _onnx_opset(graph) -> int | None:
+    return next((int(entry.version) for entry in graph.opset_import if entry.domain in ("", "ai.onnx")), None)
+
+
+def _num_classes(context: ExportContext) -> int:
+    return int(context.float_model.outputs[0].shape[-1])
+
+
 def export_tflite_float32(context: ExportContext, out_dir) -> dict:
     """model_float32.tflite: float32 weights and I/O."""
-    return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, precision="float32")
+    return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, context, precision="float32")
 
 
 def export_tflite_float16(context: ExportContext, out_dir) -> dict:
@@ -142,13 +226,13 @@ def export_tflite_float16(context: ExportContext, out_dir) -> dict:
     data = context.tflite("float16")
     text = gpu_compatibility_report(data)
     write_text(Path(out_dir) / GPU_COMPATIBILITY_FILE, text)
-    return _write_tflite("tflite_float16", data, out_dir, precision="float16 weights",
+    return _write_tflite("tflite_float16", data, out_dir, context, precision="float16 weights",
                          gpu_compatibility=summarize_gpu_compatibility(text))
 
 
 def export_tflite_dynamic(context: ExportContext, out_dir) -> dict:
     """model_dynamic.tflite: dynamic-range quantization (int8 weights, float activations and I/O)."""
-    return _write_tflite("tflite_dynamic", context.tflite("dynamic"), out_dir,
+    return _write_tflite("tflite_dynamic", context.tflite("dynamic"), out_dir, context,
                          precision="int8 weights / float activations")
 
 
@@ -156,7 +240,7 @@ def export_tflite_int8(context: ExportContext, out_dir) -> dict:
     """model_int8.tflite: full integer with int8 I/O; from the QAT model when there is one, else PTQ."""
     _require_data(context, "tflite_int8")
     data = context.tflite("int8", use_qat=True)
-    return _write_tflite("tflite_int8", data, out_dir, precision="full int8",
+    return _write_tflite("tflite_int8", data, out_dir, context, precision="full int8",
                          quantization="qat" if context.qat_model is not None else "ptq")
 
 
@@ -164,7 +248,7 @@ def export_edgetpu(context: ExportContext, out_dir) -> dict:
     """model_edgetpu_ready.tflite (uint8 I/O, batch 1), edgetpu_check.json, and the compiler's output if present."""
     _require_data(context, "edgetpu")
     data = context.tflite("uint8", batch_size=1, use_qat=True)
-    entry = _write_tflite("edgetpu", data, out_dir, precision="full int8 (uint8 I/O)",
+    entry = _write_tflite("edgetpu", data, out_dir, context, precision="full int8 (uint8 I/O)",
                           quantization="qat" if context.qat_model is not None else "ptq")
     path = Path(out_dir) / EXPORT_TARGETS["edgetpu"].file
     findings = check_edgetpu(path)
@@ -189,6 +273,7 @@ def _require_data(context: ExportContext, target: str) -> None:
 TARGET_FUNCTIONS = OrderedDict(
     keras=export_keras,
     saved_model=export_saved_model,
+    onnx=export_onnx,
     tflite_float32=export_tflite_float32,
     tflite_float16=export_tflite_float16,
     tflite_dynamic=export_tflite_dynamic,
@@ -242,15 +327,35 @@ def parse_targets(targets) -> list[str]:
         names = [str(t).strip() for t in targets]
     if not names:
         raise InvalidInputError(f"No export targets given. Known targets: all, {', '.join(EXPORT_TARGETS)}.")
-    if "all" in names:
-        return list(EXPORT_TARGETS)
+    missing = unavailable_targets()
+    if "all" in names:  # every target whose dependencies are installed (skipped_targets says which are not)
+        return [t for t in EXPORT_TARGETS if t not in missing]
     unknown = [n for n in names if n not in EXPORT_TARGETS]
     if unknown:
         raise InvalidInputError(
             f"Unknown export target{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. "
             f"Known targets: all, {', '.join(EXPORT_TARGETS)}."
         )
+    for name in names:
+        if name in missing:
+            raise InvalidInputError(f"The {name} target needs {missing[name]}.")
     return [t for t in EXPORT_TARGETS if t in names]
 
 
-__all__ = ["EXPORT_TARGETS", "ExportContext", "TARGET_FUNCTIONS", "TargetInfo", "parse_targets"]
+def unavailable_targets() -> dict[str, str]:
+    """Targets whose optional dependencies are not installed -> what to install."""
+    missing = [m for m in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if not missing:
+        return {}
+    return {"onnx": f"{', '.join(missing)}, not installed here: pip install 'nin-keras[onnx]'"}
+
+
+def skipped_targets(targets) -> dict[str, str]:
+    """What "all" leaves out on this machine, and why (empty when targets were named one by one)."""
+    names = [targets] if isinstance(targets, str) else list(targets or ["all"])
+    asked_all = any("all" in [t.strip() for t in str(name).split(",")] for name in names)
+    return unavailable_targets() if asked_all else {}
+
+
+__all__ = ["EXPORT_TARGETS", "ExportContext", "TARGET_FUNCTIONS", "TargetInfo", "parse_targets", "skipped_targets",
+           "unavailable_targets"]

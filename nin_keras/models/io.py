@@ -1,7 +1,11 @@
-"""Loading and saving NIN models safely.
+"""Loading and saving NIN models safely, in files any Keras 3 can read.
 
 `.keras` files are zip archives of a JSON config plus weights. Loading always uses `safe_mode=True`, so a
 Lambda layer (arbitrary Python bytecode) is refused rather than run; unknown custom objects are refused too.
+
+`save_model` writes every `FusedBatchNormalization` as Keras' own `BatchNormalization` (same config, same
+weights, and the two behave alike: tests/test_batch_norm_peer.py), so `keras.saving.load_model` opens the file
+in a Python that never imported nin_keras. `load_model` swaps the fused layer back in, for training speed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import keras
 
 from nin_keras._atomic import atomic_path
 from nin_keras.errors import InvalidInputError, UnsafeFileError
-from nin_keras.models import layers as _layers  # noqa: F401  (registers FusedBatchNormalization)
+from nin_keras.models.layers import FusedBatchNormalization
 
 
 def load_model(path) -> keras.Model:
@@ -55,7 +59,7 @@ def load_model(path) -> keras.Model:
     if "config.json" not in names:
         raise InvalidInputError(f"{path} is not a Keras 3 model file (no config.json inside).")
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
     except (ValueError, TypeError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
         message = " ".join(str(error).split())
         unsafe = _unsafe_reason(message)
@@ -70,6 +74,7 @@ def load_model(path) -> keras.Model:
                 f"({message[:160]}...). Import and register the code that defines it, if you trust it."
             ) from None
         raise InvalidInputError(f"Could not load {path} (corrupt .keras file?): {message[:300]}") from None
+    return with_batch_norm(model, FusedBatchNormalization)
 
 
 # What Keras says when it refuses a file for safety (matched on the innermost message: Keras wraps it in
@@ -101,10 +106,44 @@ def _unsafe_reason(message: str) -> tuple[str, bool] | None:
 
 
 def save_model(model: keras.Model, path) -> Path:
-    """Saves `model` to a `.keras` file atomically (a crash never leaves a half-written file)."""
+    """Saves `model` to a `.keras` file atomically (a crash never leaves a half-written file).
+
+    Fused batch normalization is written as Keras' `BatchNormalization`, so the file loads in any Keras 3
+    (`keras.saving.load_model`), with or without nin_keras; `nin_keras.load_model` restores the fused layer.
+    """
     path = Path(path)
     if path.suffix != ".keras":
         raise InvalidInputError(f"Model path must end in .keras; received {path}.")
+    portable = with_batch_norm(model, keras.layers.BatchNormalization)
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        portable.save(tmp)
     return path
+
+
+def with_batch_norm(model: keras.Model, kind: type) -> keras.Model:
+    """`model` with every batch normalization layer of the other kind turned into `kind`
+    (`keras.layers.BatchNormalization` or `FusedBatchNormalization`): a copy with the same config and
+    weights, or `model` itself when there is nothing to turn (or it cannot be cloned: a subclassed model).
+    """
+    other = FusedBatchNormalization if kind is keras.layers.BatchNormalization else keras.layers.BatchNormalization
+    if not any(type(layer) is other for layer in _all_layers(model)):
+        return model
+
+    def clone_layer(layer):
+        cls = kind if type(layer) is other else type(layer)
+        return cls.from_config(layer.get_config())
+
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    except (ValueError, TypeError):  # a subclassed model: Keras cannot rebuild it from its layers
+        return model
+    clone.set_weights(model.get_weights())  # same layers in the same order: the weights line up
+    return clone
+
+
+def _all_layers(model):
+    """Every layer of `model`, nested models' layers included."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

@@ -21,9 +21,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Weights are `gamma, beta, moving_mean, moving_variance` (Keras' order), so weights copy to and from
     `keras.layers.BatchNormalization` and `tf_keras.layers.BatchNormalization` as they are.
 
-    One documented difference: in training the fused kernel updates `moving_variance` with the unbiased
-    batch variance (n / (n - 1) times Keras' biased one, n = batch * height * width). The normalisation
-    itself is identical.
+    It behaves as Keras' layer does, moving averages included: the kernel's running variance is the unbiased
+    batch variance (n / (n - 1) times Keras' biased one, n = batch * height * width), so the layer takes the
+    batch statistics from the kernel and updates the moving averages itself, with the biased variance as
+    Keras does. Keras' own BatchNormalization test file runs against this layer in the test suite.
     """
 
     def _can_fuse(self, inputs, mask) -> bool:
@@ -48,20 +49,24 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         moving_variance = tf.cast(self.moving_variance, tf.float32)
 
         is_training = bool(training and self.trainable)
-        # In training, with exponential_avg_factor < 1 the kernel returns the updated running statistics:
-        # new = momentum * old + (1 - momentum) * batch, Keras' convention.
-        y, new_mean, new_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        # In training (exponential_avg_factor 1) the kernel returns this batch's mean and unbiased variance.
+        y, batch_mean, batch_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
             x=x,
             scale=gamma,
             offset=beta,
             mean=moving_mean,
             variance=moving_variance,
             epsilon=self.epsilon,
-            exponential_avg_factor=(1.0 - self.momentum) if is_training else 1.0,
+            exponential_avg_factor=1.0,
             data_format="NHWC",
             is_training=is_training,
         )
         if is_training:
-            self.moving_mean.assign(new_mean)
-            self.moving_variance.assign(new_variance)
+            # Keras' convention: new = momentum * old + (1 - momentum) * batch, with the biased variance.
+            count = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
+            biased = tf.where(count > 1, batch_variance * (count - 1.0) / tf.maximum(count, 1.0), 0.0)
+            new_mean = self.momentum * moving_mean + (1.0 - self.momentum) * batch_mean
+            new_variance = self.momentum * moving_variance + (1.0 - self.momentum) * biased
+            self.moving_mean.assign(ops.cast(new_mean, self.moving_mean.dtype))
+            self.moving_variance.assign(ops.cast(new_variance, self.moving_variance.dtype))
         return ops.cast(y, self.compute_dtype)

@@ -8,14 +8,15 @@ A runner gives every artifact the same face:
   so callers never see an artifact's I/O type.
 - `input_details` / `output_details`: `{"dtype", "shape", "quantization": [scale, zero_point] or None}`,
   with None for a free (batch) dimension.
-- `kind` ("keras", "saved_model" or "tflite"), `name`, `path`, `input_shape` (H, W, C), `num_classes`,
+- `kind` ("keras", "saved_model", "tflite" or "onnx"), `name`, `path`, `input_shape` (H, W, C), `num_classes`,
   `static_batch` (the fixed batch size, e.g. 1 for an Edge TPU model; None when the batch is free; the last
   partial batch is zero-padded), `precision`, `size_bytes`, `threads`.
 - `clone()`: a runner another thread may use at the same time (a new interpreter for .tflite).
 
 Accepted artifacts: a Keras model object, a `.keras` file, a SavedModel folder (with `saved_model.pb`, or a
 TF Serving model folder of numbered versions: the highest is used) and any `.tflite` (float32, float16,
-dynamic-range, int8 or uint8 I/O; dynamic batch or static batch 1).
+dynamic-range, int8 or uint8 I/O; dynamic batch or static batch 1) and a float32 `.onnx` (run with
+onnxruntime, from the [onnx] extra).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from nin_keras.process_state import silenced_native_stderr
 
 ACCEPTED = (
     "a keras.Model, a .keras file, a SavedModel folder (holding saved_model.pb, or numbered version folders "
-    "such as saved_model/1/), or a .tflite file"
+    "such as saved_model/1/), a .tflite file or a .onnx file"
 )
 # Images per interpreter/function call when a caller passes a whole array.
 DEFAULT_CHUNK = 64
@@ -76,6 +77,8 @@ def load_artifact(artifact, *, num_threads: int | None = None):
         return TFLiteRunner(path, num_threads=num_threads)
     if suffix == ".keras":
         return KerasRunner(load_model(path), path=path)
+    if suffix == ".onnx":
+        return OnnxRunner(path, num_threads=num_threads)
     raise InvalidInputError(f"Unknown artifact type: {path} (suffix {suffix or 'none'!r}). Accepted: {ACCEPTED}.")
 
 
@@ -450,6 +453,46 @@ class TFLiteRunner(Runner):
         if out_quant is not None and np.issubdtype(y.dtype, np.integer):
             return dequantize(y, out_quant[0], out_quant[1])
         return y.astype(np.float32)
+
+
+class OnnxRunner(Runner):
+    """A .onnx file run with onnxruntime on the CPU (one session per runner; sessions allow concurrent runs)."""
+
+    kind = "onnx"
+    thread_safe = True
+
+    def __init__(self, path, *, num_threads=None):
+        try:
+            import onnxruntime  # lazy: the [onnx] extra
+        except ImportError:
+            raise InvalidInputError(f"{path} is an ONNX model: running it needs onnxruntime "
+                                    "(pip install 'nin-keras[onnx]').") from None
+        path = Path(path)
+        options = onnxruntime.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = int(num_threads)
+        try:
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+            raise InvalidInputError(f"{path} is not a loadable ONNX model: {' '.join(str(error).split())[:300]}")
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise IncompatibleModelError(f"{path.name} is not an image classifier: it needs one NHWC image input.")
+        self._input = inputs[0].name
+        output = next((o for o in outputs if o.name == PROBABILITIES), outputs[0])
+        self._output = output.name
+        input_shape = [int(d) for d in inputs[0].shape[1:]]
+        num_classes = int(output.shape[-1])
+        super().__init__(
+            name=path.name, path=path, input_shape=input_shape, num_classes=num_classes, static_batch=None,
+            precision="float32", size_bytes=path.stat().st_size, threads=num_threads,
+            input_details={"dtype": "float32", "shape": [None, *input_shape], "quantization": None},
+            output_details={"dtype": "float32", "shape": [None, num_classes], "quantization": None},
+        )
+
+    def _run(self, batch):
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return np.asarray(self._session.run([self._output], {self._input: x})[0], dtype=np.float32)
 
 
 _INTERPRETER_LOCK = threading.Lock()

@@ -140,8 +140,8 @@ def _check_timing(runs, warmup, threads) -> tuple[int, int, int]:
 
 
 def _runner(artifact, threads: int) -> Runner:
-    """The artifact's runner, with `threads` interpreter threads for .tflite files."""
-    if isinstance(artifact, Runner) and artifact.kind == "tflite" and artifact.threads != threads:
+    """The artifact's runner, with `threads` interpreter threads for .tflite and .onnx files."""
+    if isinstance(artifact, Runner) and artifact.kind in ("tflite", "onnx") and artifact.threads != threads:
         artifact = artifact.path  # reload with the asked thread count
     return load_artifact(artifact, num_threads=threads)
 
@@ -163,7 +163,7 @@ def _time_batch1(runner: Runner, *, runs: int, warmup: int) -> tuple[np.ndarray,
 
 
 def _describe(runner: Runner, threads: int) -> dict:
-    used = threads if runner.kind == "tflite" else _tensorflow_threads()
+    used = threads if runner.kind in ("tflite", "onnx") else _tensorflow_threads()
     return {"artifact": runner.name, "kind": runner.kind, "precision": runner.precision, "threads": used}
 
 

@@ -26,6 +26,8 @@ from nin_keras.export_layout import (
     REPORT_FILES,
     TARGET_FILES,
 )
+from nin_keras.exporting import EXPORT_TARGETS
+from nin_keras.exporting.metadata import describe_metadata, read_metadata
 from nin_keras.formatting import format_percent, format_size
 from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
@@ -118,6 +120,8 @@ def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, re
     try:
         runner = load_artifact(path, num_threads=threads)
         row.update(precision=runner.precision, input=runner.input_details, output=runner.output_details)
+        if path.suffix == ".tflite":
+            row["metadata"] = _tflite_metadata(path)
         result = evaluate_runner(runner, source, reference_top1=reference_top1, progress=display)
         count = result["num_examples"]
         row.update(accuracy=result["accuracy"], agreement=result["agreement"],
@@ -241,6 +245,34 @@ def _notes(rows, edgetpu_check, reference_name) -> list[str]:
     return notes
 
 
+def _tflite_metadata(path: Path) -> dict | None:
+    """The metadata a .tflite carries, described; None when it has none (or it cannot be read)."""
+    try:
+        return describe_metadata(read_metadata(path.read_bytes()))
+    except (ValueError, KeyError, IndexError, OSError):
+        return None
+
+
+def _clients_section(rows) -> list[str]:
+    """Which client takes which file, and the metadata each .tflite carries (what MediaPipe reads)."""
+    lines = ["", "## Clients and metadata", ""]
+    for row in rows:
+        info = EXPORT_TARGETS.get(row["target"])
+        if info is None:
+            continue
+        lines.append(f"- `{row['artifact']}`: {info.clients}.")
+        metadata = row.get("metadata")
+        if row["artifact"].endswith(".tflite"):
+            lines.append(f"  Metadata: {metadata['input']}; {metadata['output']} ({metadata['version']})."
+                         if metadata else "  Metadata: none.")
+    channels = next((row["input"]["shape"][-1] for row in rows if isinstance(row.get("input"), dict)
+                     and row["input"].get("shape")), None)
+    if channels not in (None, 3, 4):
+        lines.append(f"- MediaPipe Tasks takes 3- or 4-channel images; this model's input has {channels}: its "
+                     ".tflite files are for LiteRT (examples/litert_inference.py).")
+    return lines
+
+
 def _io(details) -> str:
     if not details:
         return "-"
@@ -275,6 +307,7 @@ def render_markdown(report: dict) -> str:
             f"| {_io(row['output'])} | {_num(row['accuracy'], '.4f')} | {_num(row['agreement'], '.4f')} "
             f"| {_num(row['latency_ms_batch1_median'], '.3f')} | {_num(row['throughput_images_per_s'], '.1f')} |"
         )
+    lines += _clients_section(report["rows"])
     lines += [
         "",
         "## Machine",

@@ -145,6 +145,15 @@ def write_digits_artifacts(model, folder: Path, scratch: Path, x_train) -> Path:
 # ----------------------------------------------------------------------------------- LiteRT against Keras
 
 
+def tflite_io_names(path) -> tuple:
+    """(signature list, input tensor names, output tensor names) of a .tflite, as LiteRT's Interpreter sees them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return (interpreter.get_signature_list(), [d["name"] for d in interpreter.get_input_details()],
+            [d["name"] for d in interpreter.get_output_details()])
+
+
 def run_tflite(model, images) -> np.ndarray:
     """Float32 outputs of a .tflite (path or bytes) on raw-pixel `images`, one image per call.
 

@@ -9,7 +9,8 @@ import pytest
 
 import nin_keras
 from helpers import SMALL_SHAPE as SHAPE
-from helpers import assert_litert_matches_keras, random_data, run_cli, small_nin, temporary_files
+from helpers import (assert_litert_matches_keras, random_data, run_cli, small_nin, temporary_files,
+                     tflite_io_names)
 from nin_keras.errors import ConversionError, IncompatibleModelError, InvalidInputError
 from nin_keras.exporting import EXPORT_TARGETS, describe_tflite, export_targets
 
@@ -62,14 +63,6 @@ def test_tflite_io_types_are_what_the_names_say(exported):
     assert sizes["model_float16.tflite"] < sizes["model_float32.tflite"]
 
 
-def _io_names(path):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    return (interpreter.get_signature_list(), [d["name"] for d in interpreter.get_input_details()],
-            [d["name"] for d in interpreter.get_output_details()])
-
-
 def test_every_tflite_carries_metadata_and_the_serving_names(exported):
     from nin_keras.exporting.metadata import read_metadata
 
@@ -82,8 +75,8 @@ def test_every_tflite_carries_metadata_and_the_serving_names(exported):
         assert metadata["input"][0]["color_space"] == "RGB" and metadata["input"][0]["size"] == SHAPE[:2]
         assert metadata["input"][0]["normalization"] == {"mean": [0.0], "std": [1.0]}
         assert manifest["targets"][target]["metadata"]["output"].startswith("probabilities: 10 class"), target
-        assert _io_names(out / info.file) == ({"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}},
-                                              ["image"], ["probabilities"]), target
+        signatures = {"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
+        assert tflite_io_names(out / info.file) == (signatures, ["image"], ["probabilities"]), target
 
 
 def test_tflite_numerics_on_raw_pixels(exported):
@@ -210,7 +203,7 @@ def test_workflow_export_with_qat_and_verification(tmp_path):
     assert manifest["targets"]["tflite_int8"]["quantization"] == "qat"
     assert manifest["qat"]["epochs"] == 1
     signature = {"serving_default": {"inputs": ["image"], "outputs": ["probabilities"]}}
-    assert _io_names(tmp_path / "out" / "model_int8.tflite") == (signature, ["image"], ["probabilities"])
+    assert tflite_io_names(tmp_path / "out" / "model_int8.tflite") == (signature, ["image"], ["probabilities"])
     assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.md").is_file()
     report = (tmp_path / "out" / "report.md").read_text()
     assert "- `model_int8.tflite`: LiteRT C++/Java/Python on CPU" in report  # which client takes which file
@@ -260,7 +253,7 @@ def test_cli_export_and_edgetpu_findings(exported, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv_tail, message", [
-    (["--targets", "keras,onnx"], "Known targets"),
+    (["--targets", "keras,coreml"], "Known targets"),
     (["--targets", "tflite_int8"], "representative data"),
 ])
 def test_cli_bad_targets_one_line_exit_2(exported, tmp_path, capsys, argv_tail, message):

@@ -52,3 +52,17 @@ def test_without_the_extra_all_skips_onnx_and_naming_it_is_refused(monkeypatch):
     assert "tf2onnx" in skipped_targets("all")["onnx"] and skipped_targets("keras") == {}
     with pytest.raises(InvalidInputError, match=r"onnx target needs tf2onnx.*nin-keras\[onnx\]"):
         parse_targets("keras,onnx")
+
+
+def test_cli_exports_onnx_from_a_model_file(onnx_export, tmp_path, capsys):
+    """A model read from a .keras file has not been called yet, which Keras' exporter refuses by default."""
+    import onnxruntime
+
+    model, _, _, images = onnx_export
+    path = nin_keras.save_model(model, tmp_path / "m.keras")
+    code, _, err = helpers.run_cli(["export", str(path), "--targets", "onnx", "--out", str(tmp_path / "o"),
+                                    "--no-verify"], capsys)
+    assert code == 0, err
+    session = onnxruntime.InferenceSession(str(tmp_path / "o" / "model.onnx"), providers=["CPUExecutionProvider"])
+    probabilities = session.run(["probabilities"], {"image": images[:4]})[0]
+    np.testing.assert_allclose(probabilities, model.predict(images[:4], verbose=0), atol=1e-5)

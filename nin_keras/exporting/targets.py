@@ -185,7 +185,11 @@ def export_onnx(context: ExportContext, out_dir) -> dict:
     with tempfile.TemporaryDirectory(prefix="nin_keras_onnx_") as tmp:
         raw = Path(tmp) / "model.onnx"
         with silenced_native_stderr(), contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its steps
-            context.float_model.export(str(raw), format="onnx", verbose=False)
+            # An explicit signature: Keras' exporter otherwise refuses a model that was loaded or cloned but
+            # not called yet ("has never called"), which is every model `nin-keras export` reads from a file.
+            model = context.float_model
+            spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
+            model.export(str(raw), format="onnx", verbose=False, input_signature=[spec])
         graph = onnx.load(str(raw))
     _name_onnx_io(graph)
     write_bytes(path, graph.SerializeToString())

@@ -138,6 +138,11 @@ def with_batch_norm(model: keras.Model, kind: type) -> keras.Model:
     except (ValueError, TypeError):  # a subclassed model: Keras cannot rebuild it from its layers
         return model
     clone.set_weights(model.get_weights())  # same layers in the same order: the weights line up
+    for layer in _all_layers(clone):
+        # Adapted preprocessing (Normalization) derives its tensors from its weights only when told to, as
+        # Keras' loader does; set_weights alone would leave the clone standardizing with the initial values.
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
     return clone
 
 

@@ -73,9 +73,12 @@ def test_mediapipe_classifies_like_litert_with_class_names(rgb_export, name):
     completed = _classify(_mediapipe_python(), model, folder / "images.npy", out)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(out.read_text())
-    litert_top1 = np.argmax(helpers.run_tflite(model, images), axis=-1)
+    litert = helpers.run_tflite(model, images)
     mediapipe_top1 = np.array([found[0]["index"] for found in results])
-    assert np.mean(mediapipe_top1 == litert_top1) >= 15 / 16, (mediapipe_top1, litert_top1)
+    # MediaPipe's top class must hold LiteRT's top score. A uint8 output (steps of 1/256) often ties two
+    # classes at the top, and the two clients may break a tie differently.
+    agrees = litert[np.arange(len(images)), mediapipe_top1] >= litert.max(axis=-1) - 1e-6
+    assert np.mean(agrees) >= 15 / 16, (mediapipe_top1, np.round(litert, 3))
     assert all(c["name"] == names[c["index"]] for found in results for c in found)  # from the packed labels
 
 

@@ -11,7 +11,8 @@ on the CPU here).
 Why float16: the GPU delegate computes in float16 anyway (unless told to keep float32 precision), so float16
 weights halve the file and the upload to the GPU at no extra accuracy cost. NIN is a good fit: it is only
 CONV_2D, MAX_POOL_2D / AVERAGE_POOL_2D, MEAN (global average pooling) and SOFTMAX, all GPU-delegate ops (the
-float16 weights are expanded by DEQUANTIZE ops, which the delegate folds away at load time). Full-int8 models are for CPUs (XNNPACK), Edge TPUs and NPUs, not the GPU delegate.
+float16 weights are expanded by DEQUANTIZE ops, which the delegate folds away at load time). Full-int8 models
+are for CPUs (XNNPACK), Edge TPUs and NPUs, not the GPU delegate.
 
 On Android (LiteRT, formerly TensorFlow Lite; Kotlin; dependencies
 `com.google.ai.edge.litert:litert:<version>` and `com.google.ai.edge.litert:litert-gpu:<version>`, or the

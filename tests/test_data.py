@@ -385,6 +385,7 @@ def test_info_is_json_friendly(tmp_path):
     import json
 
     root = _image_folder(tmp_path / "pets", n_per_class=2)
-    for splits in (load_dataset("digits", augment=True), load_dataset("synthetic", size=20, input_shape=(4, 4, 1), preprocessing="gcn_zca"),
+    for splits in (load_dataset("digits", augment=True),
+                   load_dataset("synthetic", size=20, input_shape=(4, 4, 1), preprocessing="gcn_zca"),
                    load_dataset(f"folder:{root}")):
         assert json.loads(json.dumps(splits.info))["sizes"] == splits.info["sizes"]

@@ -68,7 +68,8 @@ def parse_args(argv=None):
                         help="random images for the paper variants' float32 agreement (default 1000; quick 64)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)} (default all)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, data split and images (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of weights, data split and images (default 0)")
     parser.add_argument("--work-dir", default=None,
                         help="keep the exports here (default: a temporary folder, removed at the end)")
     add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "export.md")

@@ -76,7 +76,8 @@ def parse_args(argv=None):
     parser.add_argument("--jit-compile", action="store_true", help="XLA for 'ours' (try it on GPUs)")
     parser.add_argument("--pipeline-steps", type=positive_int, default=40,
                         help="batches timed for the pipeline (default 40)")
-    parser.add_argument("--rss-steps", type=positive_int, default=8, help="training steps of the memory run (default 8)")
+    parser.add_argument("--rss-steps", type=positive_int, default=8,
+                        help="training steps of the memory run (default 8)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocess")
     parser.add_argument("--accuracy-epochs", type=positive_int, default=30, help="digits epochs per run (default 30)")
     parser.add_argument("--accuracy-seeds", type=positive_int, default=4, help="seeds for the digits check (default 4)")

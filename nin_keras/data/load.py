@@ -129,7 +129,8 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
     }
     info.update(raw.info)
     if info["synthetic"]:
-        info["name"] = f"synthetic (random data) {input_shape[0]}x{input_shape[1]}x{input_shape[2]}, {num_classes} classes"
+        size = "x".join(str(side) for side in input_shape)
+        info["name"] = f"synthetic (random data) {size}, {num_classes} classes"
 
     if preprocessor is not None:
         x_train, x_test = preprocessor.fit_transform(x_train), preprocessor.transform(x_test)

@@ -192,8 +192,9 @@ def _read_svhn(data_dir, seed, **_):
         train, test = tfds.load("svhn_cropped", split=["train", "test"], as_supervised=True, batch_size=-1, **kwargs)
     except Exception as error:  # tfds raises assorted errors for missing/unprepared data
         where = f"in {data_dir} (a tensorflow-datasets data_dir)" if data_dir is not None else "through tfds"
+        first_line = str(error).splitlines()[0] if str(error) else ""
         raise InvalidInputError(
-            f"Could not load svhn_cropped {where}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+            f"Could not load svhn_cropped {where}: {type(error).__name__}: {first_line}. "
             "Pass data_dir holding SVHN's train_32x32.mat and test_32x32.mat, or a prepared tfds data_dir."
         ) from None
     (x_train, y_train), (x_test, y_test) = (tfds.as_numpy(train), tfds.as_numpy(test))

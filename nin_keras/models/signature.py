@@ -90,7 +90,8 @@ def check_data_fits(model, data) -> None:
         if int(data.num_classes) != model_classes:
             raise IncompatibleModelError(
                 f"Model {model.name!r} predicts {model_classes} classes but dataset {data.name!r} has "
-                f"{data.num_classes} classes. Use a model built for this data: build_nin(num_classes={data.num_classes}, "
+                f"{data.num_classes} classes. Use a model built for this data: "
+                f"build_nin(num_classes={data.num_classes}, "
                 f"input_shape={tuple(data.input_shape)})."
             )
         return

@@ -51,6 +51,14 @@ def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
     # The report is a function of the JSON: the resumed run, which measured nothing, wrote the same tables.
     assert out.read_text().split("## Test accuracy")[1] == text.split("## Test accuracy")[1]
 
+    # Resuming with fewer contenders (to add a budget for one of them) keeps and reports the others' runs.
+    narrowed = [arg if arg != "nin-keras,plain Keras" else "nin-keras" for arg in common]
+    fewer = _run(*narrowed, "--resume", timeout=300)
+    assert fewer.returncode == 0, fewer.stderr[-3000:]
+    resumed = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(map(str, resumed["runs"])) == sorted(map(str, results["runs"]))
+    assert resumed["settings"]["contenders"] == ["nin-keras", "plain Keras"] and "plain Keras | 1" in out.read_text()
+
     other = [arg if arg != "0.1" else "0.5" for arg in common]  # another width: those runs do not count
     refused = _run(*other, "--resume", timeout=300)
     assert refused.returncode != 0 and "measured with other width" in refused.stderr

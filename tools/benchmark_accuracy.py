@@ -44,7 +44,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from _bench import ROOT, add_report_arguments, header_lines, log, run
+from _bench import FILE_ARGUMENTS, ROOT, add_report_arguments, header_lines, log, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.choices import VARIANT_NAMES
@@ -266,7 +266,7 @@ def write_split(args, seed: int, work: Path) -> Path:
 
 def measure(args) -> dict:
     json_path = Path(args.json_path or Path(args.out).with_suffix(".json"))
-    done = {}
+    done, saved = {}, {}
     if args.resume and json_path.exists():
         saved = json.loads(json_path.read_text(encoding="utf-8"))
         changed = [key for key in RESUME_MUST_MATCH if saved.get("settings", {}).get(key) != getattr(args, key)]
@@ -295,8 +295,18 @@ def measure(args) -> dict:
         recorded = {run_key(run) for run in records}
         # Kept runs that come later in the plan stay in the file: an interruption must not lose them.
         _save_partial(json_path, args, records + [run for key, run in done.items() if key not in recorded])
-    return {"runs": records, "targets": {"accuracy": ACCURACY_TARGETS, **TARGETS},
-            "figure": Path(args.out).with_suffix(".png").name}
+    results = {"runs": records, "targets": {"accuracy": ACCURACY_TARGETS, **TARGETS},
+               "figure": Path(args.out).with_suffix(".png").name}
+    recorded = {run_key(run) for run in records}
+    kept = [run for key, run in done.items() if key not in recorded]
+    if kept:  # a resume that named fewer budgets or contenders keeps, and reports, the runs it did not plan
+        before = saved["settings"]
+        results["runs"] = records + kept
+        results["settings"] = {
+            **{k: v for k, v in vars(args).items() if k not in FILE_ARGUMENTS},
+            "budgets": sorted(set(args.budgets) | set(before.get("budgets", []))),
+            "contenders": [c for c in CONTENDERS if c in {*args.contenders, *before.get("contenders", [])}]}
+    return results
 
 
 def _save_partial(json_path: Path, args, records: list) -> None:

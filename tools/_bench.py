@@ -21,7 +21,12 @@ if str(ROOT) not in sys.path:
 # CPU features that decide int8 and bfloat16 speed on x86 (VNNI: int8 dot products; BF16/AMX: bfloat16).
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 # Arguments that name files, not the measurement: left out of the recorded settings.
-FILE_ARGUMENTS = ("out", "json_path", "render", "work_dir", "verbose")
+_FILE_ARGUMENTS = ("out", "json_path", "render", "work_dir", "verbose")
+
+
+def recorded_settings(args) -> dict:
+    """The arguments that describe the measurement (file and scratch arguments left out)."""
+    return {k: v for k, v in vars(args).items() if k not in _FILE_ARGUMENTS}
 
 
 def add_report_arguments(parser, default_out: Path) -> None:
@@ -94,7 +99,7 @@ def run(tool: str, args, argv, measure, render) -> dict:
         results = json.loads(Path(args.render).read_text(encoding="utf-8"))
     else:
         raw = _without_scratch(sys.argv[1:] if argv is None else list(argv))
-        settings = {k: v for k, v in vars(args).items() if k not in FILE_ARGUMENTS}
+        settings = recorded_settings(args)
         results = {"tool": tool, "command": " ".join(["python", tool, *map(shlex.quote, raw)]), "settings": settings,
                    "machine": machine_record(threads=getattr(args, "threads", None))}
         results.update(measure(args))

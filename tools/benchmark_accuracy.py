@@ -44,7 +44,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from _bench import FILE_ARGUMENTS, ROOT, add_report_arguments, header_lines, log, run
+from _bench import ROOT, add_report_arguments, header_lines, log, recorded_settings, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.choices import VARIANT_NAMES
@@ -292,21 +292,25 @@ def measure(args) -> dict:
             records.append(run_plain(entry, args, write_split(args, entry["seed"], work), env))
         else:
             records.append(run_nin_keras(entry, args, work, env))
-        recorded = {run_key(run) for run in records}
         # Kept runs that come later in the plan stay in the file: an interruption must not lose them.
-        _save_partial(json_path, args, records + [run for key, run in done.items() if key not in recorded])
+        _save_partial(json_path, args, records + _not_repeated(done, records))
     results = {"runs": records, "targets": {"accuracy": ACCURACY_TARGETS, **TARGETS},
                "figure": Path(args.out).with_suffix(".png").name}
-    recorded = {run_key(run) for run in records}
-    kept = [run for key, run in done.items() if key not in recorded]
+    kept = _not_repeated(done, records)
     if kept:  # a resume that named fewer budgets or contenders keeps, and reports, the runs it did not plan
         before = saved["settings"]
         results["runs"] = records + kept
         results["settings"] = {
-            **{k: v for k, v in vars(args).items() if k not in FILE_ARGUMENTS},
+            **recorded_settings(args),
             "budgets": sorted(set(args.budgets) | set(before.get("budgets", []))),
             "contenders": [c for c in CONTENDERS if c in {*args.contenders, *before.get("contenders", [])}]}
     return results
+
+
+def _not_repeated(done: dict, records: list) -> list:
+    """The runs kept from the file that this invocation has not recorded (again)."""
+    recorded = {run_key(run) for run in records}
+    return [run for key, run in done.items() if key not in recorded]
 
 
 def _save_partial(json_path: Path, args, records: list) -> None:

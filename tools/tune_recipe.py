@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Recipe search on validation accuracy: `nin_keras.train` with the default recipe and a few overrides.
+
+Every configuration trains on the training split minus a seeded validation hold-out and is judged on that
+hold-out only: the tool never evaluates the test split, so no choice it informs can be tuned on test data.
+
+    .venv/bin/python tools/tune_recipe.py --variant cifar --pad-to 32 --train-images 18048 --epochs 2 \\
+        --try defaults --try learning_rate=0.001 --try learning_rate=0.006 --try dropout=0.5 \\
+        --out docs/benchmarks/recipe_tuning_cifar.md
+    .venv/bin/python tools/tune_recipe.py ... --resume   # keep the configurations already in the JSON
+
+`--try` takes `defaults` or comma-separated `key=value` overrides of `nin_keras.train` (learning_rate,
+weight_decay, label_smoothing, warmup_epochs, dropout). `--pad-to 32` zero-pads smaller images to 32x32, the
+size the cifar variant was designed for, so its pooling sees the geometry it has on CIFAR.
+`--train-images N` draws N training images per epoch (whole batches) from the training split, a shorter
+budget than a full epoch where one configuration would otherwise take hours on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from _bench import ROOT, add_report_arguments, header_lines, log, run
+
+# After _bench, which puts the checkout on sys.path:
+from nin_keras.choices import VARIANT_NAMES
+from nin_keras.cli.options import positive_int
+
+TOOL = "tools/tune_recipe.py"
+OVERRIDES = {"learning_rate": float, "weight_decay": float, "label_smoothing": float, "warmup_epochs": float,
+             "dropout": float}
+
+
+def parse_try(text: str) -> dict:
+    """`defaults` -> {}; `learning_rate=0.001,dropout=0.5` -> {"learning_rate": 0.001, "dropout": 0.5}."""
+    if text.strip() == "defaults":
+        return {}
+    overrides = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in OVERRIDES or not value:
+            raise argparse.ArgumentTypeError(f"--try {text!r}: give 'defaults' or key=value pairs with keys "
+                                             f"{', '.join(OVERRIDES)}")
+        overrides[key] = OVERRIDES[key](value)
+    return overrides
+
+
+def config_name(overrides: dict) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in overrides.items()) or "defaults"
+
+
+def padded(data, side: int):
+    """`data` with every split's images zero-padded (centred) to side x side."""
+    import tensorflow as tf  # lazy: the tool's --help and --render need no TensorFlow
+
+    height, width, channels = data.input_shape
+    if height > side or width > side:
+        raise SystemExit(f"--pad-to {side} is smaller than the images ({height}x{width}).")
+
+    def pad(split):
+        if split is None:
+            return None
+        return split.map(lambda x, y: (tf.image.resize_with_crop_or_pad(x, side, side), y))
+
+    return dataclasses.replace(data, train=pad(data.train), validation=pad(data.validation), test=pad(data.test),
+                               input_shape=(side, side, channels))
+
+
+def train_one(args, overrides: dict, work_dir: Path) -> dict:
+    """One configuration: a fresh seeded model trained with `nin_keras.train`; validation accuracy per epoch."""
+    import keras  # lazy: as above
+
+    import nin_keras
+
+    keras.backend.clear_session()
+    data = nin_keras.load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    if args.pad_to:
+        data = padded(data, args.pad_to)
+    if args.train_images:
+        data = data.take(train=args.train_images)
+    keras.utils.set_random_seed(args.seed)
+    model = nin_keras.build_nin(data.num_classes, variant=args.variant, input_shape=tuple(data.input_shape))
+    start = time.perf_counter()
+    result = nin_keras.train(model, data, epochs=args.epochs, seed=args.seed, evaluate_test=False, verbose=2,
+                             out_dir=work_dir / config_name(overrides).replace(", ", "_"), overwrite=True,
+                             tensorboard=False, **overrides)
+    config = json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))
+    return {"overrides": overrides, "name": config_name(overrides), "recipe": config["recipe"]["summary"],
+            "val_accuracy": [float(v) for v in result.history["val_accuracy"]],
+            "minutes": round((time.perf_counter() - start) / 60, 1)}
+
+
+def measure(args) -> dict:
+    json_path = Path(args.json_path or Path(args.out).with_suffix(".json"))
+    done = []
+    if args.resume and json_path.exists():
+        done = json.loads(json_path.read_text(encoding="utf-8"))["configurations"]
+    work_dir = Path(args.work_dir or ROOT / "runs" / "tune_recipe")
+    for overrides in args.tries:
+        if any(run_["overrides"] == overrides for run_ in done):
+            log(f"{config_name(overrides)}: kept from {json_path}")
+            continue
+        log(f"{config_name(overrides)}: training")
+        done.append(train_one(args, overrides, work_dir))
+        log(f"{config_name(overrides)}: validation accuracy {done[-1]['val_accuracy']}")
+        json_path.write_text(json.dumps({"configurations": done}, indent=1), encoding="utf-8")  # partial, in case
+    return {"configurations": done}
+
+
+def render(results: dict) -> str:
+    settings = results["settings"]
+    lines = header_lines(f"Recipe search on validation accuracy: {settings['variant']} variant", results)
+    size = f", zero-padded to {settings['pad_to']}x{settings['pad_to']}" if settings.get("pad_to") else ""
+    images = f"{settings['train_images']} training images per epoch" if settings.get("train_images") else \
+        "full epochs"
+    lines += [f"- Data: {settings['dataset']}{size}; {images}, {settings['epochs']} epochs, seed {settings['seed']}; "
+              "judged on the validation hold-out (10% of the training files), never on the test split.", "",
+              "| configuration | recipe as run | validation accuracy by epoch | minutes |", "|---|---|---|---:|"]
+    for config in results["configurations"]:
+        accuracies = " / ".join(f"{a:.2%}" for a in config["val_accuracy"])
+        lines.append(f"| {config['name']} | {config['recipe']} | {accuracies} | {config['minutes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion_mnist", help="dataset name (default fashion_mnist)")
+    parser.add_argument("--data-dir", default=None, help="folder with the dataset's original files")
+    parser.add_argument("--variant", choices=VARIANT_NAMES, default="cifar", help="NIN variant (default cifar)")
+    parser.add_argument("--pad-to", type=positive_int, default=None, help="zero-pad images to this square side")
+    parser.add_argument("--train-images", type=positive_int, default=None,
+                        help="training images per epoch (default: the whole training split)")
+    parser.add_argument("--epochs", type=positive_int, default=2, help="epochs per configuration (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
+    parser.add_argument("--try", dest="tries", type=parse_try, action="append", required=False,
+                        help="'defaults' or key=value overrides; repeat for each configuration")
+    parser.add_argument("--resume", action="store_true", help="keep the configurations already in the JSON")
+    parser.add_argument("--work-dir", default=None, help="run folders (default runs/tune_recipe)")
+    add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "recipe_tuning_cifar.md")
+    args = parser.parse_args(argv)
+    if not args.render and not args.tries:
+        parser.error("give at least one --try")
+    run(TOOL, args, argv, measure, render)
+
+
+if __name__ == "__main__":
+    main()

@@ -293,18 +293,22 @@ def measure(args) -> dict:
         else:
             records.append(run_nin_keras(entry, args, work, env))
         # Kept runs that come later in the plan stay in the file: an interruption must not lose them.
-        _save_partial(json_path, args, records + _not_repeated(done, records))
+        _save_partial(json_path, _settings(args, saved), records + _not_repeated(done, records))
     results = {"runs": records, "targets": {"accuracy": ACCURACY_TARGETS, **TARGETS},
                "figure": Path(args.out).with_suffix(".png").name}
     kept = _not_repeated(done, records)
     if kept:  # a resume that named fewer budgets or contenders keeps, and reports, the runs it did not plan
-        before = saved["settings"]
         results["runs"] = records + kept
-        results["settings"] = {
-            **recorded_settings(args),
+        results["settings"] = _settings(args, saved)
+    return results
+
+
+def _settings(args, saved: dict) -> dict:
+    """The recorded settings, with the budgets and contenders of the runs a resume keeps from `saved`."""
+    before = saved.get("settings", {})
+    return {**recorded_settings(args),
             "budgets": sorted(set(args.budgets) | set(before.get("budgets", []))),
             "contenders": [c for c in CONTENDERS if c in {*args.contenders, *before.get("contenders", [])}]}
-    return results
 
 
 def _not_repeated(done: dict, records: list) -> list:
@@ -313,12 +317,11 @@ def _not_repeated(done: dict, records: list) -> list:
     return [run for key, run in done.items() if key not in recorded]
 
 
-def _save_partial(json_path: Path, args, records: list) -> None:
-    """The runs so far, so that --resume can go on after an interruption."""
+def _save_partial(json_path: Path, settings: dict, records: list) -> None:
+    """The runs so far, so that --resume can go on after an interruption (and report them all after it)."""
     from nin_keras._atomic import write_json
 
-    write_json(json_path, {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "render")},
-                           "runs": records, "partial": True})
+    write_json(json_path, {"settings": settings, "runs": records, "partial": True})
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -7,6 +7,7 @@ hold-out only: the tool never evaluates the test split, so no choice it informs 
     .venv/bin/python tools/tune_recipe.py --variant cifar --pad-to 32 --train-images 18048 --epochs 2 \\
         --try defaults --try learning_rate=0.001 --try learning_rate=0.006 --try dropout=0.5 \\
         --out docs/benchmarks/recipe_tuning_cifar.md
+    .venv/bin/python tools/tune_recipe.py ... --seeds 0,1 --resume   # a second seed of each, keeping the first
     .venv/bin/python tools/tune_recipe.py ... --resume   # keep the configurations already in the JSON
 
 `--try` takes `defaults` or comma-separated `key=value` overrides of `nin_keras.train` (learning_rate,
@@ -50,6 +51,13 @@ def parse_try(text: str) -> dict:
     return overrides
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1") from None
+
+
 def config_name(overrides: dict) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in overrides.items()) or "defaults"
 
@@ -71,26 +79,31 @@ def padded(data, side: int):
                                input_shape=(side, side, channels))
 
 
-def train_one(args, overrides: dict, work_dir: Path) -> dict:
-    """One configuration: a fresh seeded model trained with `nin_keras.train`; validation accuracy per epoch."""
+def train_one(args, overrides: dict, seed: int, work_dir: Path) -> dict:
+    """One configuration and seed: a fresh model trained with `nin_keras.train`; validation accuracy per epoch.
+
+    The seed sets the initial weights; the data (hold-out, order of the training images) is seed 0's for
+    every run, so that seeds measure how much the result owes to the initialisation alone.
+    """
     import keras  # lazy: as above
 
     import nin_keras
 
     keras.backend.clear_session()
-    data = nin_keras.load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+    data = nin_keras.load_dataset(args.dataset, data_dir=args.data_dir, seed=0)
     if args.pad_to:
         data = padded(data, args.pad_to)
     if args.train_images:
         data = data.take(train=args.train_images)
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     model = nin_keras.build_nin(data.num_classes, variant=args.variant, input_shape=tuple(data.input_shape))
     start = time.perf_counter()
-    result = nin_keras.train(model, data, epochs=args.epochs, seed=args.seed, evaluate_test=False, verbose=2,
-                             out_dir=work_dir / config_name(overrides).replace(", ", "_"), overwrite=True,
-                             tensorboard=False, **overrides)
+    result = nin_keras.train(model, data, epochs=args.epochs, seed=seed, evaluate_test=False, verbose=2,
+                             out_dir=work_dir / f"{config_name(overrides).replace(', ', '_')}-s{seed}",
+                             overwrite=True, tensorboard=False, **overrides)
     config = json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))
-    return {"overrides": overrides, "name": config_name(overrides), "recipe": config["recipe"]["summary"],
+    return {"overrides": overrides, "seed": seed, "name": config_name(overrides),
+            "recipe": config["recipe"]["summary"],
             "val_accuracy": [float(v) for v in result.history["val_accuracy"]],
             "minutes": round((time.perf_counter() - start) / 60, 1)}
 
@@ -101,14 +114,16 @@ def measure(args) -> dict:
     if args.resume and json_path.exists():
         done = json.loads(json_path.read_text(encoding="utf-8"))["configurations"]
     work_dir = Path(args.work_dir or ROOT / "runs" / "tune_recipe")
-    for overrides in args.tries:
-        if any(run_["overrides"] == overrides for run_ in done):
-            log(f"{config_name(overrides)}: kept from {json_path}")
-            continue
-        log(f"{config_name(overrides)}: training")
-        done.append(train_one(args, overrides, work_dir))
-        log(f"{config_name(overrides)}: validation accuracy {done[-1]['val_accuracy']}")
-        json_path.write_text(json.dumps({"configurations": done}, indent=1), encoding="utf-8")  # partial, in case
+    for seed in args.seeds:
+        for overrides in args.tries:
+            what = f"{config_name(overrides)}, seed {seed}"
+            if any(run_["overrides"] == overrides and run_.get("seed", 0) == seed for run_ in done):
+                log(f"{what}: kept from {json_path}")
+                continue
+            log(f"{what}: training")
+            done.append(train_one(args, overrides, seed, work_dir))
+            log(f"{what}: validation accuracy {done[-1]['val_accuracy']}")
+            json_path.write_text(json.dumps({"configurations": done}, indent=1), encoding="utf-8")  # partial
     return {"configurations": done}
 
 
@@ -118,12 +133,22 @@ def render(results: dict) -> str:
     size = f", zero-padded to {settings['pad_to']}x{settings['pad_to']}" if settings.get("pad_to") else ""
     images = f"{settings['train_images']} training images per epoch" if settings.get("train_images") else \
         "full epochs"
-    lines += [f"- Data: {settings['dataset']}{size}; {images}, {settings['epochs']} epochs, seed {settings['seed']}; "
-              "judged on the validation hold-out (10% of the training files), never on the test split.", "",
-              "| configuration | recipe as run | validation accuracy by epoch | minutes |", "|---|---|---|---:|"]
-    for config in results["configurations"]:
+    lines += [f"- Data: {settings['dataset']}{size}; {images}, {settings['epochs']} epochs; judged on the "
+              "validation hold-out (10% of the training files, seed 0), never on the test split.", "",
+              "| configuration | seed | recipe as run | validation accuracy by epoch | minutes |",
+              "|---|---:|---|---|---:|"]
+    runs = results["configurations"]
+    for config in sorted(runs, key=lambda c: (c["name"] != "defaults", c["name"], c.get("seed", 0))):
         accuracies = " / ".join(f"{a:.2%}" for a in config["val_accuracy"])
-        lines.append(f"| {config['name']} | {config['recipe']} | {accuracies} | {config['minutes']} |")
+        lines.append(f"| {config['name']} | {config.get('seed', 0)} | {config['recipe']} | {accuracies} | "
+                     f"{config['minutes']} |")
+    lines += ["", "Final validation accuracy, mean over the seeds run:", "",
+              "| configuration | seeds | mean |", "|---|---:|---:|"]
+    finals = {}
+    for config in runs:
+        finals.setdefault(config["name"], []).append(config["val_accuracy"][-1])
+    for name, values in sorted(finals.items(), key=lambda item: -sum(item[1]) / len(item[1])):
+        lines.append(f"| {name} | {len(values)} | {sum(values) / len(values):.2%} |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,7 +161,8 @@ def main(argv=None) -> None:
     parser.add_argument("--train-images", type=positive_int, default=None,
                         help="training images per epoch (default: the whole training split)")
     parser.add_argument("--epochs", type=positive_int, default=2, help="epochs per configuration (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
+    parser.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds of the initial weights "
+                        "(default 0); every seed runs every configuration")
     parser.add_argument("--try", dest="tries", type=parse_try, action="append", required=False,
                         help="'defaults' or key=value overrides; repeat for each configuration")
     parser.add_argument("--resume", action="store_true", help="keep the configurations already in the JSON")

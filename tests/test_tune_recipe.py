@@ -1,0 +1,56 @@
+"""tools/tune_recipe.py: configurations are judged on the validation hold-out only (the test split is never
+evaluated), the cifar variant sees the padded 32x32 images, and --resume keeps what was measured."""
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_tool(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # the tool imports its neighbour _bench
+    spec = importlib.util.spec_from_file_location("tune_recipe", ROOT / "tools" / "tune_recipe.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_try_takes_defaults_or_known_overrides(monkeypatch):
+    tool = _load_tool(monkeypatch)
+    assert tool.parse_try("defaults") == {}
+    assert tool.parse_try("learning_rate=0.006,dropout=0.5") == {"learning_rate": 0.006, "dropout": 0.5}
+    for bad in ("lr=0.1", "learning_rate=", "momentum=0.9"):
+        with pytest.raises(argparse.ArgumentTypeError, match="learning_rate"):
+            tool.parse_try(bad)
+
+
+@pytest.mark.slow
+def test_search_judges_on_validation_only_and_resumes(tmp_path, monkeypatch):
+    import nin_keras.training.trainer as trainer
+
+    tool = _load_tool(monkeypatch)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the recipe search evaluated the test split")
+
+    monkeypatch.setattr(trainer, "score_on_test", never)
+    out = tmp_path / "tuning.md"
+    common = ["--dataset", "digits", "--pad-to", "32", "--train-images", "256", "--epochs", "1", "--verbose",
+              "--out", str(out), "--work-dir", str(tmp_path / "runs")]
+    tool.main([*common, "--try", "defaults"])
+    first = json.loads(out.with_suffix(".json").read_text())["configurations"]
+    assert len(first) == 1 and len(first[0]["val_accuracy"]) == 1 and first[0]["seed"] == 0
+    assert first[0]["recipe"].startswith("recipe budget: AdamW, peak lr 0.003")
+    config = json.loads((tmp_path / "runs" / "defaults-s0" / "config.json").read_text())
+    assert config["model"]["input_shape"] == [32, 32, 1]  # digits' 8x8 zero-padded for the cifar variant
+
+    tool.main([*common, "--try", "defaults", "--try", "learning_rate=0.001", "--resume"])
+    runs = json.loads(out.with_suffix(".json").read_text())["configurations"]
+    assert runs[0] == first[0]  # kept, not trained again
+    assert runs[1]["name"] == "learning_rate=0.001" and "peak lr 0.001" in runs[1]["recipe"]
+    report = out.read_text()
+    assert "| learning_rate=0.001 | 0 | recipe budget" in report and "| defaults | 1 |" in report

@@ -29,6 +29,17 @@ SMALL_SHAPE = (16, 16, 3)
 # ------------------------------------------------------------------------------------------ data and models
 
 
+def load_tool(name: str, monkeypatch):
+    """tools/<name>.py imported as a module (with its neighbour _bench importable), for testing its functions."""
+    import importlib.util  # lazy: only the tool tests load tools
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def random_images(n: int, shape, seed: int = 0) -> np.ndarray:
     """`n` float32 raw-pixel images (uniform in 0..255) of `shape` (H, W, C)."""
     return np.random.default_rng(seed).uniform(0, 255, (n, *shape)).astype("float32")

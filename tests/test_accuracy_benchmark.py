@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_tool
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "benchmark_accuracy.py"
 
@@ -66,7 +68,7 @@ def test_smoke_run_reports_every_contender_and_resumes(tmp_path):
 
 def test_resume_keeps_every_finished_run_when_interrupted_again(tmp_path, monkeypatch):
     """Runs kept from the file but planned after the one interrupted must still be in the file afterwards."""
-    tool = _load_tool(monkeypatch)
+    tool = load_tool("benchmark_accuracy", monkeypatch)
     json_path = tmp_path / "accuracy.json"
     args = tool.parse_args(["--budgets", "1,3", "--seeds", "1", "--contenders", "nin-keras,paper", "--resume",
                             "--json", str(json_path), "--out", str(tmp_path / "accuracy.md"),
@@ -91,7 +93,7 @@ def test_resume_keeps_every_finished_run_when_interrupted_again(tmp_path, monkey
 def test_narrowed_resume_saves_the_settings_of_every_run_it_keeps(tmp_path, monkeypatch):
     """A resume for one contender saves, after each run, settings that still name the kept runs' contenders and
     budgets: resumed again after an interruption, the report must not leave those runs out."""
-    tool = _load_tool(monkeypatch)
+    tool = load_tool("benchmark_accuracy", monkeypatch)
     json_path = tmp_path / "accuracy.json"
     wide = tool.parse_args(["--budgets", "1,15", "--seeds", "1", "--contenders", "nin-keras,paper",
                             "--json", str(json_path), "--out", str(tmp_path / "accuracy.md")])
@@ -107,13 +109,3 @@ def test_narrowed_resume_saves_the_settings_of_every_run_it_keeps(tmp_path, monk
     saved = json.loads(json_path.read_text())  # what an interruption after the run would leave
     assert saved["partial"] and len(saved["runs"]) == 4
     assert saved["settings"]["budgets"] == [1, 3, 15] and saved["settings"]["contenders"] == ["nin-keras", "paper"]
-
-
-def _load_tool(monkeypatch):
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # the tool imports its neighbour _bench
-    spec = importlib.util.spec_from_file_location("benchmark_accuracy", ROOT / "tools" / "benchmark_accuracy.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool

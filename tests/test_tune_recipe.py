@@ -2,25 +2,16 @@
 evaluated), the cifar variant sees the padded 32x32 images, and --resume keeps what was measured."""
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_tool(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # the tool imports its neighbour _bench
-    spec = importlib.util.spec_from_file_location("tune_recipe", ROOT / "tools" / "tune_recipe.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    return tool
+from helpers import load_tool
+from nin_keras.training.recipes import RECIPES
 
 
 def test_try_takes_defaults_or_known_overrides(monkeypatch):
-    tool = _load_tool(monkeypatch)
+    tool = load_tool("tune_recipe", monkeypatch)
     assert tool.parse_try("defaults") == {}
     assert tool.parse_try("learning_rate=0.006,dropout=0.5") == {"learning_rate": 0.006, "dropout": 0.5}
     for bad in ("lr=0.1", "learning_rate=", "momentum=0.9"):
@@ -32,7 +23,7 @@ def test_try_takes_defaults_or_known_overrides(monkeypatch):
 def test_search_judges_on_validation_only_and_resumes(tmp_path, monkeypatch):
     import nin_keras.training.trainer as trainer
 
-    tool = _load_tool(monkeypatch)
+    tool = load_tool("tune_recipe", monkeypatch)
 
     def never(*args, **kwargs):
         raise AssertionError("the recipe search evaluated the test split")
@@ -44,7 +35,8 @@ def test_search_judges_on_validation_only_and_resumes(tmp_path, monkeypatch):
     tool.main([*common, "--try", "defaults"])
     first = json.loads(out.with_suffix(".json").read_text())["configurations"]
     assert len(first) == 1 and len(first[0]["val_accuracy"]) == 1 and first[0]["seed"] == 0
-    assert first[0]["recipe"].startswith("recipe budget: AdamW, peak lr 0.003")
+    peak = RECIPES["budget"].by_variant["cifar"]["learning_rate"]  # the cifar variant's defaults
+    assert first[0]["recipe"].startswith(f"recipe budget: AdamW, peak lr {peak:.3g}")
     config = json.loads((tmp_path / "runs" / "defaults-s0" / "config.json").read_text())
     assert config["model"]["input_shape"] == [32, 32, 1]  # digits' 8x8 zero-padded for the cifar variant
 

@@ -7,7 +7,7 @@ import pytest
 import nin_keras
 import nin_keras.errors
 from helpers import SMALL_SHAPE, random_images
-from nin_keras.models import FusedBatchNormalization, minimum_input_size
+from nin_keras.models import FusedBatchNormalization, minimum_input_size, variant_of
 
 # Small but valid inputs and widths per variant keep the suite fast.
 SMALL = {
@@ -187,6 +187,24 @@ def test_minimum_input_size_matches_what_builds():
         nin_keras.build_nin(3, variant=variant, input_shape=(side, side, 3), width_multiplier=0.05)
         with pytest.raises(ValueError):
             nin_keras.build_nin(3, variant=variant, input_shape=(side - 1, side - 1, 3), width_multiplier=0.05)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_of_reads_the_structure_at_any_width_top_or_name(variant, tmp_path):
+    for options in (dict(), dict(batch_norm=False), dict(include_top=False, pooling="avg"), dict(name="renamed")):
+        model = nin_keras.build_nin(6, variant=variant, **SMALL[variant], **options)
+        assert variant_of(model) == variant, options
+    path = tmp_path / "model.keras"
+    nin_keras.save_model(model, path)
+    assert variant_of(nin_keras.load_model(path)) == variant
+
+
+def test_variant_of_is_none_for_other_models():
+    plain = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3, name="mlpconv1_conv3x3"),
+                              keras.layers.GlobalAveragePooling2D()])
+    assert variant_of(plain) is None  # a lookalike first layer is not a NIN variant
+    wrapped = keras.Sequential([nin_keras.build_nin(6, variant="cifar", **SMALL["cifar"])])
+    assert variant_of(wrapped) is None  # nested: its layers are not the model's own
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

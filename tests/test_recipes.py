@@ -36,6 +36,19 @@ def test_the_default_recipe_is_budget_and_sgd_or_adam_alone_keep_their_recipes()
     assert 0 < budget.warmup < 0.5 and 0 < budget.label_smoothing < 1
 
 
+def test_values_tuned_for_a_variant_apply_to_that_variant_and_overrides_still_win():
+    import dataclasses
+
+    recipe = dataclasses.replace(RECIPES["budget"], by_variant={"cifar": {"learning_rate": 0.006, "warmup": 0.2}})
+    tuned, note = resolve_recipe(recipe, has_batch_norm=True, variant="cifar")
+    assert (tuned.learning_rate, tuned.warmup) == (0.006, 0.2) and note == ("the cifar variant's tuned "
+                                                                           "learning_rate 0.006, warmup 0.2")
+    other, note = resolve_recipe(recipe, has_batch_norm=True, variant="mnist")
+    assert other.learning_rate == RECIPES["budget"].learning_rate and note == ""
+    given, note = resolve_recipe(recipe, has_batch_norm=True, variant="cifar", learning_rate=0.001)
+    assert given.learning_rate == 0.001 and given.warmup == 0.2 and "learning_rate" not in note
+
+
 def test_warm_up_then_cosine_spans_exactly_the_run():
     plan = _plan(epochs=3, steps=100)
     schedule = make_schedule(plan)
@@ -116,6 +129,19 @@ def test_train_prints_and_records_the_plan(tmp_path, capsys):
     assert recipe["augmentation_used"] is None and config["arguments"]["label_smoothing"] == 0.1
     assert recipe["dropout_used"] == 0.0
     assert config["dataset"]["info"]["horizontal_flip_ok"] is False  # digits
+
+
+def test_train_uses_the_values_tuned_for_the_models_variant(tmp_path, capsys):
+    data = nin_keras.load_dataset("digits", batch_size=64)
+    tuned = RECIPES["budget"].by_variant["cifar"]
+    model = nin_keras.build_nin(10, variant="cifar", input_shape=(8, 8, 1), width_multiplier=0.1, name="renamed")
+    train(model, data, epochs=1, out_dir=tmp_path / "run", verbose=2, tensorboard=False, evaluate_test=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["variant"] == "cifar"
+    assert config["recipe"]["peak_learning_rate"] == pytest.approx(tuned["learning_rate"] * (64 / 128) ** 0.5)
+    assert config["recipe"]["note"].startswith("the cifar variant's tuned learning_rate")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("recipe ")]
+    assert printed == [f"{config['recipe']['summary']} ({config['recipe']['note']})"]
 
 
 class _Stop(Exception):

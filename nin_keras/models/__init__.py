@@ -8,6 +8,7 @@ from nin_keras.models.builder import (
     adapt_standardization,
     build_nin,
     minimum_input_size,
+    variant_of,
 )
 from nin_keras.models.io import load_model, save_model
 from nin_keras.models.layers import FusedBatchNormalization
@@ -48,4 +49,5 @@ __all__ = [
     "mlpconv_block",
     "outputs_probabilities",
     "save_model",
+    "variant_of",
 ]

@@ -11,7 +11,7 @@ from nin_keras.errors import InvalidInputError
 from nin_keras.formatting import format_size
 from nin_keras.machine import total_memory_bytes
 from nin_keras.models.blocks import mlpconv_block
-from nin_keras.models.presets import CLASSES, MlpconvSpec, NINPreset, get_preset
+from nin_keras.models.presets import CLASSES, PRESETS, MlpconvSpec, NINPreset, get_preset
 from nin_keras.models.whitening import GCNZCAWhitening
 
 POOLINGS = (None, "avg", "max")
@@ -194,6 +194,35 @@ def minimum_input_size(variant: str) -> int:
         if _output_side(preset.blocks, side) is not None:
             return side
     raise AssertionError(f"no input size works for {variant}")  # presets are fixed data: cannot happen
+
+
+def variant_of(model) -> str | None:
+    """The variant of `PRESETS` that `build_nin` built `model` as, at any width, input size, top or BN; else None.
+
+    Read from the structure, not from the model's name (which a user may change): the kernel size, stride and
+    padding of each mlpconv block's first convolution, and the block's pooling. Training uses it to pick the
+    values a recipe tuned for that variant.
+    """
+    layers = {layer.name: layer for layer in getattr(model, "layers", ())}
+    blocks = []
+    for index in range(1, 100):
+        conv = next((layer for name, layer in layers.items() if name.startswith(f"mlpconv{index}_conv")), None)
+        if conv is None:
+            break
+        config = conv.get_config()
+        pool = next((kind for kind in ("max", "avg") if f"mlpconv{index}_{kind}pool" in layers), None)
+        pool_padding = layers[f"mlpconv{index}_{pool}pool"].get_config()["padding"] if pool else None
+        blocks.append((_pair(config["kernel_size"]), _pair(config["strides"]), config["padding"], pool, pool_padding))
+    matches = [name for name, preset in PRESETS.items()
+               if blocks and [(spec.kernel_size, spec.strides, spec.padding, spec.pool,
+                               spec.pool_padding if spec.pool else None) for spec in preset.blocks][:len(blocks)]
+               == blocks and len(blocks) >= len(preset.blocks) - 1]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _pair(value) -> int:
+    """A square kernel size or stride as one int (Keras stores them as pairs)."""
+    return int(value[0]) if isinstance(value, (tuple, list)) else int(value)
 
 
 def adapt_standardization(model: keras.Model, images) -> None:

@@ -20,6 +20,7 @@ from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAININ
 from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
+from nin_keras.models.builder import variant_of
 from nin_keras.models.signature import has_batch_norm
 from nin_keras.training.callbacks import run_callbacks, tensorboard_wanted
 from nin_keras.training.inputs import Inputs, adapt_data, batch_size_of, count_steps, for_fit
@@ -115,7 +116,8 @@ def _config_record(model, inputs: Inputs, *, plan: RecipePlan, recipe_note: str,
         "precision": precision.as_dict(),
         "strategy": strategy.as_dict(),
         "dataset": inputs.as_dict(),
-        "model": {"name": model.name, "params": int(model.count_params()), "batch_norm": batch_norm,
+        "model": {"name": model.name, "variant": variant_of(model), "params": int(model.count_params()),
+                  "batch_norm": batch_norm,
                   "input_shape": list(model.input_shape[1:]), "outputs": int(model.output_shape[-1])},
     }
 
@@ -213,8 +215,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
     if isinstance(strategy, str):
         check_choice("strategy", strategy, STRATEGIES)
     batch_norm = has_batch_norm(model)
-    recipe_used, recipe_note = resolve_recipe(recipe, has_batch_norm=batch_norm, optimizer=optimizer,
-                                              learning_rate=learning_rate, momentum=momentum,
+    recipe_used, recipe_note = resolve_recipe(recipe, has_batch_norm=batch_norm, variant=variant_of(model),
+                                              optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                                               weight_decay=weight_decay, schedule=schedule,
                                               label_smoothing=label_smoothing)
 

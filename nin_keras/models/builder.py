@@ -204,7 +204,7 @@ def variant_of(model) -> str | None:
     values a recipe tuned for that variant.
     """
     layers = {layer.name: layer for layer in getattr(model, "layers", ())}
-    blocks = []
+    blocks = []  # (kernel, strides, padding, pool, pool padding) of each block, as `_block_signature` gives
     for index in range(1, 100):
         conv = next((layer for name, layer in layers.items() if name.startswith(f"mlpconv{index}_conv")), None)
         if conv is None:
@@ -213,11 +213,18 @@ def variant_of(model) -> str | None:
         pool = next((kind for kind in ("max", "avg") if f"mlpconv{index}_{kind}pool" in layers), None)
         pool_padding = layers[f"mlpconv{index}_{pool}pool"].get_config()["padding"] if pool else None
         blocks.append((_pair(config["kernel_size"]), _pair(config["strides"]), config["padding"], pool, pool_padding))
-    matches = [name for name, preset in PRESETS.items()
-               if blocks and [(spec.kernel_size, spec.strides, spec.padding, spec.pool,
-                               spec.pool_padding if spec.pool else None) for spec in preset.blocks][:len(blocks)]
-               == blocks and len(blocks) >= len(preset.blocks) - 1]
+    matches = []
+    for name, preset in PRESETS.items():
+        expected = [_block_signature(spec) for spec in preset.blocks]
+        # include_top=False drops a block made only of class layers (d2l's last): one block fewer still matches.
+        if blocks and len(blocks) >= len(expected) - 1 and expected[:len(blocks)] == blocks:
+            matches.append(name)
     return matches[0] if len(matches) == 1 else None
+
+
+def _block_signature(spec: MlpconvSpec) -> tuple:
+    """What `variant_of` reads of a block: its first convolution's geometry and its pooling."""
+    return spec.kernel_size, spec.strides, spec.padding, spec.pool, spec.pool_padding if spec.pool else None
 
 
 def _pair(value) -> int:

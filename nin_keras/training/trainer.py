@@ -101,7 +101,7 @@ def _plan(recipe: Recipe, inputs: Inputs, *, epochs: int, steps_per_epoch: int |
 
 
 def _config_record(model, inputs: Inputs, *, plan: RecipePlan, recipe_note: str, precision: PrecisionChoice,
-                   strategy: StrategyChoice, batch_norm: bool, arguments: dict) -> dict:
+                   strategy: StrategyChoice, batch_norm: bool, variant: str | None, arguments: dict) -> dict:
     """What config.json says of a session's set-up (`RunFolder.start` adds the machine and the sessions)."""
     recipe = plan.recipe
     arguments = {"epochs": arguments.pop("epochs"), "recipe": recipe.name, "optimizer": recipe.optimizer,
@@ -116,7 +116,7 @@ def _config_record(model, inputs: Inputs, *, plan: RecipePlan, recipe_note: str,
         "precision": precision.as_dict(),
         "strategy": strategy.as_dict(),
         "dataset": inputs.as_dict(),
-        "model": {"name": model.name, "variant": variant_of(model), "params": int(model.count_params()),
+        "model": {"name": model.name, "variant": variant, "params": int(model.count_params()),
                   "batch_norm": batch_norm,
                   "input_shape": list(model.input_shape[1:]), "outputs": int(model.output_shape[-1])},
     }
@@ -214,8 +214,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
     tensorboard = tensorboard_wanted(tensorboard)
     if isinstance(strategy, str):
         check_choice("strategy", strategy, STRATEGIES)
-    batch_norm = has_batch_norm(model)
-    recipe_used, recipe_note = resolve_recipe(recipe, has_batch_norm=batch_norm, variant=variant_of(model),
+    batch_norm, variant = has_batch_norm(model), variant_of(model)
+    recipe_used, recipe_note = resolve_recipe(recipe, has_batch_norm=batch_norm, variant=variant,
                                               optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
                                               weight_decay=weight_decay, schedule=schedule,
                                               label_smoothing=label_smoothing)
@@ -251,7 +251,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
 
     folder.start(_config_record(
         model, inputs, plan=plan, recipe_note=recipe_note, precision=precision_choice,
-        strategy=strategy_choice, batch_norm=batch_norm,
+        strategy=strategy_choice, batch_norm=batch_norm, variant=variant,
         arguments=dict(epochs=epochs, warmup_epochs=warmup_epochs, augment=augment, dropout=dropout,
                        out_dir=str(folder.path), name=name, resume=resume, overwrite=overwrite, seed=seed,
                        deterministic=deterministic, monitor=monitor,

@@ -3,10 +3,13 @@ evaluated), the cifar variant sees the padded 32x32 images, and --resume keeps w
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from helpers import load_tool
+from helpers import REPO_ROOT, load_tool
 from nin_keras.training.recipes import RECIPES
 
 
@@ -46,3 +49,14 @@ def test_search_judges_on_validation_only_and_resumes(tmp_path, monkeypatch):
     assert runs[1]["name"] == "learning_rate=0.001" and "peak lr 0.001" in runs[1]["recipe"]
     report = out.read_text()
     assert "| learning_rate=0.001 | 0 | recipe budget" in report and "| defaults | 1 |" in report
+
+    # The same configuration and seed alone in a fresh process sees the same data in the same order: a run's
+    # result does not depend on what ran before it in the process.
+    alone = tmp_path / "alone.md"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "tune_recipe.py"), *common[:-4],
+                                "--out", str(alone), "--work-dir", str(tmp_path / "alone"),
+                                "--try", "learning_rate=0.001"], capture_output=True, text=True, env=env, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    fresh = json.loads(alone.with_suffix(".json").read_text())["configurations"][0]
+    assert fresh["val_accuracy"] == pytest.approx(runs[1]["val_accuracy"], abs=0.02)

@@ -29,7 +29,8 @@ from _bench import ROOT, add_report_arguments, header_lines, log, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.choices import VARIANT_NAMES
-from nin_keras.cli.options import positive_int
+from nin_keras._atomic import write_json
+from nin_keras.cli.options import positive_int, seed_value
 
 TOOL = "tools/tune_recipe.py"
 OVERRIDES = {"learning_rate": float, "weight_decay": float, "label_smoothing": float, "warmup_epochs": float,
@@ -52,10 +53,7 @@ def parse_try(text: str) -> dict:
 
 
 def _seeds(text: str) -> list[int]:
-    try:
-        return [int(seed) for seed in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1") from None
+    return [seed_value(seed) for seed in text.split(",")]
 
 
 def config_name(overrides: dict) -> str:
@@ -90,12 +88,16 @@ def train_one(args, overrides: dict, seed: int, work_dir: Path) -> dict:
     import nin_keras
 
     keras.backend.clear_session()
+    # The pipeline's shuffling takes TensorFlow's global seed as well as its own: set it to 0 before loading,
+    # or every run after the first would inherit the previous run's seed and see another order. Loaded anew
+    # for every run, as a reused pipeline would go on from its shuffling state.
+    keras.utils.set_random_seed(0)
     data = nin_keras.load_dataset(args.dataset, data_dir=args.data_dir, seed=0)
     if args.pad_to:
         data = padded(data, args.pad_to)
     if args.train_images:
         data = data.take(train=args.train_images)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)  # the initial weights
     model = nin_keras.build_nin(data.num_classes, variant=args.variant, input_shape=tuple(data.input_shape))
     start = time.perf_counter()
     result = nin_keras.train(model, data, epochs=args.epochs, seed=seed, evaluate_test=False, verbose=2,
@@ -123,7 +125,7 @@ def measure(args) -> dict:
             log(f"{what}: training")
             done.append(train_one(args, overrides, seed, work_dir))
             log(f"{what}: validation accuracy {done[-1]['val_accuracy']}")
-            json_path.write_text(json.dumps({"configurations": done}, indent=1), encoding="utf-8")  # partial
+            write_json(json_path, {"configurations": done})  # after each run: an interruption keeps it
     return {"configurations": done}
 
 

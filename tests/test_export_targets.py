@@ -100,10 +100,11 @@ def test_cli_all_without_the_onnx_extra_names_it_skipped(digits_model, tmp_path,
     assert not (tmp_path / "o" / "model.onnx").exists()
 
 
-def test_cli_onnx_named_without_the_extra_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("targets", ["onnx", "keras,onnx"])
+def test_cli_onnx_named_without_the_extra_is_one_line_exit_2(tmp_path, capsys, monkeypatch, targets):
     _without_onnx(monkeypatch)
-    code, _, err = helpers.run_cli(["export", tmp_path / "m.keras", "--targets", "keras,onnx",
-                                    "--out", tmp_path / "o"], capsys)
+    code, _, err = helpers.run_cli(["export", tmp_path / "m.keras", "--targets", targets, "--out", tmp_path / "o"],
+                                   capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "onnx target needs tf2onnx" in err and "nin-keras[onnx]" in err
     assert not (tmp_path / "o").exists()

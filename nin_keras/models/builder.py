@@ -183,7 +183,7 @@ def _check_fits_in_memory(preset: NINPreset, shape, num_classes: int, width_mult
         f"{'x'.join(map(str, shape))} images would need at least {format_size(weights + per_image)} of memory "
         f"({params:,} parameters: {format_size(weights)} of float32 weights, plus {format_size(per_image)} of "
         f"activations for a single image; training needs several times that), but this machine has "
-        f"{format_size(available)}. Pass a smaller width_multiplier= value."
+        f"{format_size(available)}. Use a smaller width multiplier (width_multiplier=)."
     )
 
 

@@ -197,5 +197,5 @@ def test_cli_refuses_a_warm_up_as_long_as_the_run_and_writes_nothing(tmp_path):
          "--warmup-epochs", "3", "--out", str(run)], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "warmup_epochs=3 is not shorter than the run" in lines[0]
+    assert len(lines) == 1 and "--warmup-epochs 3 is not shorter than the run" in lines[0]  # the flag, not the argument
     assert not run.exists() and not list(tmp_path.iterdir())

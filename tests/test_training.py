@@ -172,7 +172,7 @@ def test_an_existing_run_folder_is_never_overwritten_silently(toy, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="resume=True"):
         train(_model(), toy, epochs=1, out_dir=run, verbose=0)
     with pytest.raises(FileExistsError, match="not look like a nin-keras run folder"):
         train(_model(), toy, epochs=1, out_dir=run, overwrite=True, verbose=0)

@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from nin_keras.errors import InvalidInputError
+
 
 @dataclasses.dataclass
 class DatasetSplits:
@@ -44,10 +46,10 @@ class DatasetSplits:
     def split(self, which: str):
         """Returns the dataset of split `which` ("train", "validation" or "test")."""
         if which not in ("train", "validation", "test"):
-            raise ValueError(f"Unknown split {which!r}. Allowed: 'train', 'validation', 'test'.")
+            raise InvalidInputError(f"Unknown split {which!r}. Allowed: 'train', 'validation', 'test'.")
         dataset = getattr(self, which)
         if dataset is None:
-            raise ValueError(f"Dataset {self.name!r} has no {which} split (validation_split was 0?).")
+            raise InvalidInputError(f"Dataset {self.name!r} has no {which} split (validation_split was 0?).")
         return dataset
 
     def take(self, *, train: int | None = None, validation: int | None = None, test: int | None = None):
@@ -60,13 +62,13 @@ class DatasetSplits:
         """
         batch_size = self.info.get("batch_size")
         if not batch_size:
-            raise ValueError("take() needs the batch size in info['batch_size'] (load_dataset records it).")
+            raise InvalidInputError("take() needs the batch size in info['batch_size'] (load_dataset records it).")
         changed, sizes = {}, dict(self.info.get("sizes", {}))
         for which, count in (("train", train), ("validation", validation), ("test", test)):
             if count is None:
                 continue
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{which} must be a whole number of images >= 1; received {count!r}.")
+                raise InvalidInputError(f"{which} must be a whole number of images >= 1; received {count!r}.")
             batches = -(-count // batch_size)  # whole batches: the pipelines are batched already
             changed[which] = self.split(which).take(batches)
             if which in sizes:
@@ -91,13 +93,13 @@ def as_arrays(data, *, split: str = "test", limit: int | None = None):
             images, labels = images[:limit], labels[:limit]
         return images, labels
     if not hasattr(data, "element_spec"):
-        raise ValueError(
+        raise InvalidInputError(
             f"Expected a DatasetSplits, a tf.data.Dataset of (images, labels) or an (images, labels) tuple; "
             f"received {type(data).__name__}."
         )
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
-        raise ValueError("The dataset must yield (images, labels) pairs.")
+        raise InvalidInputError("The dataset must yield (images, labels) pairs.")
     unbatched = len(spec[0].shape) == 3
     images, labels, count = [], [], 0
     for x, y in data.as_numpy_iterator() if not unbatched else data.batch(256).as_numpy_iterator():
@@ -107,7 +109,7 @@ def as_arrays(data, *, split: str = "test", limit: int | None = None):
         if limit is not None and count >= limit:
             break
     if not images:
-        raise ValueError("The dataset is empty.")
+        raise InvalidInputError("The dataset is empty.")
     images, labels = np.concatenate(images), np.concatenate(labels)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]

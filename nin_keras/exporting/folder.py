@@ -143,7 +143,7 @@ def check_export_data(names, data) -> list[str]:
     if needs_data and data is None:
         raise InvalidInputError(
             f"Target{'s' if len(needs_data) > 1 else ''} {', '.join(needs_data)} need representative data for "
-            "full-integer quantization: pass data= (e.g. nin_keras.load_dataset(...)) or --dataset."
+            "full-integer quantization: pass data= (the training dataset)."
         )
     return needs_data
 

@@ -272,7 +272,7 @@ def _require_data(context: ExportContext, target: str) -> None:
     if context.representative_images is None:
         raise InvalidInputError(
             f"Target {target!r} is full-integer and needs representative data: pass data= (the training "
-            "dataset) or, on the command line, --dataset."
+            "dataset)."
         )
 
 

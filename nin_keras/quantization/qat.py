@@ -230,7 +230,7 @@ def _plan_twin(twin, tfmot, *, float_layers=()) -> dict:
         raise IncompatibleModelError(
             f"tfmot's 8-bit scheme cannot quantization-aware train these layers of {twin.name!r}: "
             f"{reasons}. Choose one: let them train without fake quantization, with "
-            f"float_layers=[{', '.join(map(repr, refused))}] (CLI: --qat-float-layers) - the int8 converter then "
+            f"float_layers=[{', '.join(map(repr, refused))}] - the int8 converter then "
             "gives them ranges from the calibration images, so the int8 files stay integer-only; or use post-training "
             "int8 for the whole model (qat_epochs=0)."
         )

@@ -18,7 +18,7 @@ from nin_keras import _atomic
 from nin_keras.checks import check_path
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.display import progress_to
-from nin_keras.errors import IncompatibleModelError
+from nin_keras.errors import IncompatibleModelError, MissingFileError, one_line
 from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
     EDGETPU_COMPILED_GLOB,
@@ -114,7 +114,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
     found = discover_artifacts(out_dir)
     if not found:
         names = ", ".join(name for name, _ in ARTIFACTS)
-        raise FileNotFoundError(f"No artifacts in {out_dir}: expected some of {names}, *_edgetpu.tflite.")
+        raise MissingFileError(f"No artifacts in {out_dir}: expected some of {names}, *_edgetpu.tflite.")
     source = EvalData(data)
     with progress_to(progress, stream=sys.stderr) as display:  # one display for every artifact
         reference_name, reference_top1 = _reference_pass(reference_model, out_dir, source, display)
@@ -176,7 +176,7 @@ def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, re
     except IncompatibleModelError:
         raise
     except Exception as error:  # one artifact that cannot run must not hide the others' results
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = one_line(error)
         row["error"] = message
         warnings.warn(f"verify_export: {path.name}: {message}", stacklevel=3)
     return ReportRow(**{key: row.pop(key) for key in ROW_KEYS}, details=row), count

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from nin_keras._atomic import write_json, write_text
 from nin_keras.data import as_arrays, load_dataset
+from nin_keras.errors import NotAFolderError
 from nin_keras.formatting import MISSING, artifact_markdown, format_percent
 from nin_keras.models import build_nin
 from nin_keras.training import train
@@ -86,7 +87,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     console = console or (Console() if sys.stdout.isatty() else Console(width=132))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"Demo folder {out_dir} is a file, not a folder: choose another --out.")
+        raise NotAFolderError(f"Demo folder {out_dir} is a file, not a folder: choose another out_dir=.")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}

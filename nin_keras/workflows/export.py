@@ -102,7 +102,7 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             f"them is among targets {list(selection.names)}; add one or leave qat_epochs at 0."
         )
     if qat_epochs > 0 and data is None:
-        raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
+        raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (the training dataset).")
 
     # One display for the whole job: QAT's epochs, the targets written and the checks show in one place.
     with progress_to(progress, stream=sys.stderr) as display:
@@ -130,8 +130,8 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
 def _check_float_layers(model, names, qat_epochs: int) -> list[str]:
     names = [names] if isinstance(names, str) else list(names or ())
     if names and qat_epochs == 0:
-        raise InvalidInputError("qat_float_layers only matters with quantization-aware training: add qat_epochs "
-                                "(CLI: --qat-epochs N) or leave it out.")
+        raise InvalidInputError("qat_float_layers only matters with quantization-aware training: pass "
+                                "qat_epochs= (1 or more) or leave it out.")
     unknown = sorted(set(names) - set(leaf_layer_names(model)))
     if unknown:
         raise InvalidInputError(f"qat_float_layers names {unknown}, which are not layers of {model.name!r} "

@@ -67,7 +67,7 @@ _WRITERS: dict[str, Callable[..., ManifestEntry]] = {}
 def _writes(name: str):
     """Attaches the decorated function to target `name` of `TARGET_SPECS` as its writer."""
     if name not in TARGET_SPECS:
-        raise KeyError(f"{name!r} is not in TARGET_SPECS")
+        raise ImportError(f"export writer for {name!r}, which export_layout.TARGET_SPECS does not list")
 
     def attach(function):
         _WRITERS[name] = function

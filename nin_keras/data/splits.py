@@ -137,7 +137,7 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
 
 def _from_arrays(images, labels, batch_size: int):
     """(batched dataset, info, one-hot width or None) of arrays; `labels` None for images alone."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: DatasetSplits, which the models stage imports, stays TensorFlow-free
 
     images = np.asarray(images)
     if images.ndim == 3:  # (N, H, W): one channel
@@ -180,7 +180,7 @@ def _class_ids(labels):
 
 def _from_dataset(dataset, batch_size: int, images_only: bool):
     """(batched dataset of (images, int32 ids), info, one-hot width or None) of a tf.data.Dataset."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: DatasetSplits, which the models stage imports, stays TensorFlow-free
 
     spec = dataset.element_spec
     pair = isinstance(spec, tuple) and len(spec) == 2

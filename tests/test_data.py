@@ -360,7 +360,7 @@ def test_as_splits_refuses_anything_else_by_name(data, error, match):
         as_splits(data)
 
 
-def test_as_splits_refuses_datasets_without_labels_and_bad_splits():
+def test_as_splits_of_images_alone_of_array_splits_and_of_bad_datasets():
     import tensorflow as tf
 
     with pytest.raises(InvalidInputError, match=r"\(images, labels\) pairs"):
@@ -371,6 +371,10 @@ def test_as_splits_refuses_datasets_without_labels_and_bad_splits():
         as_splits((_IMAGES, _LABELS), split="val")
     alone = as_splits(tf.data.Dataset.from_tensor_slices(_IMAGES), images_only=True, batch_size=8)
     assert [y.tolist() for _, y in alone.train.as_numpy_iterator()] == [[-1] * 8, [-1] * 2]
+    holder = nin_keras.DatasetSplits("held", None, None, (_IMAGES, _LABELS), 3, [], (4, 4, 1))
+    adapted = as_splits(holder, batch_size=4)  # a split given as arrays is batched by the same rule
+    assert adapted.name == "held" and [len(x) for x, _ in adapted.test.as_numpy_iterator()] == [4, 4, 2]
+    assert as_splits(adapted) is adapted
     assert nin_keras.as_splits is as_splits
 
 

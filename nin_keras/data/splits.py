@@ -89,7 +89,8 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
               images_only: bool = False) -> DatasetSplits:
     """Any accepted form of data as a `DatasetSplits`: the one place that tells the forms apart.
 
-    A `DatasetSplits` is returned as it is. Bare data (arrays or a dataset) becomes split `split` of a new
+    A `DatasetSplits` is returned as it is (a split of it given as arrays or unbatched is adapted as below,
+    in a copy). Bare data (arrays or a dataset) becomes split `split` of a new
     `DatasetSplits` named "arrays" or "dataset", the other splits None: data given to `train` is what it
     trains on, data given to `evaluate` is what it evaluates. One batching rule for every caller: arrays and
     unbatched datasets (images of rank 3) are batched by `batch_size`, in their order (no shuffling);
@@ -114,11 +115,11 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
             empty arrays, images and labels of different lengths, labels that are not class ids, pixels that
             are not real finite numbers.
     """
+    batch_size = check_int("batch_size", DEFAULT_BATCH_SIZE if batch_size is None else batch_size, minimum=1)
     if isinstance(data, DatasetSplits):
-        return data
+        return _with_batched_splits(data, batch_size)
     if split not in SPLITS:
         raise InvalidInputError(f"Unknown split {split!r}. Allowed: {', '.join(map(repr, SPLITS))}.")
-    batch_size = check_int("batch_size", DEFAULT_BATCH_SIZE if batch_size is None else batch_size, minimum=1)
     if hasattr(data, "element_spec"):
         name, dataset, info, one_hot = "dataset", *_from_dataset(data, batch_size, images_only)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -133,6 +134,18 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
     return DatasetSplits(name=name, **{which: dataset if which == split else None for which in SPLITS},
                          num_classes=one_hot or (None if num_classes is None else int(num_classes)),
                          class_names=[], input_shape=shape, info=info)
+
+
+def _with_batched_splits(splits: DatasetSplits, batch_size: int) -> DatasetSplits:
+    """`splits` itself when every split is a dataset of batches (or None), else a copy with the others adapted."""
+    changed = {}
+    for which in SPLITS:
+        value = getattr(splits, which)
+        spec = getattr(value, "element_spec", None)
+        if value is None or (isinstance(spec, tuple) and len(spec) == 2 and len(spec[0].shape) == 4):
+            continue
+        changed[which] = as_splits(value, split=which, batch_size=batch_size).split(which)
+    return dataclasses.replace(splits, **changed) if changed else splits
 
 
 def _from_arrays(images, labels, batch_size: int):

@@ -351,7 +351,7 @@ def test_as_splits_takes_the_three_forms_and_batches_by_one_rule(form, batches, 
     (_IMAGES, InvalidInputError, r"received a ndarray"),  # images alone: only the layer adapters take them
     ((_IMAGES, _LABELS[:9]), InvalidInputError, "10 images but 9 labels"),
     ((_IMAGES[:0], _LABELS[:0]), InvalidInputError, "no images"),
-    ((_IMAGES[0, 0], _LABELS), InvalidInputError, "4-D array"),
+    ((_IMAGES[0, 0], _LABELS), IncompatibleModelError, "4-D array.*received a 2-D array"),
     ((_IMAGES, _LABELS + 0.5), InvalidInputError, "integer class ids"),
     ((np.full((2, 4, 4, 1), np.nan), [0, 1]), InvalidInputError, "NaN or infinite"),
 ])

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from nin_keras.checks import check_int
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import IncompatibleModelError, InvalidInputError
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_BATCH_SIZE = 32
@@ -111,6 +111,7 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
         "size" and "label_range" ([lowest, highest] class id, for the models' check of the labels).
 
     Raises:
+        IncompatibleModelError: arrays of images that are neither 4-D nor 3-D.
         InvalidInputError: anything else (the message names what was received and the accepted forms),
             empty arrays, images and labels of different lengths, labels that are not class ids, pixels that
             are not real finite numbers.
@@ -156,9 +157,9 @@ def _from_arrays(images, labels, batch_size: int):
     if images.ndim == 3:  # (N, H, W): one channel
         images = images[..., None]
     if images.ndim != 4:
-        raise InvalidInputError(
+        raise IncompatibleModelError(  # no image classifier takes them
             f"Images must be a 4-D array (count, height, width, channels), or 3-D (count, height, width) for one "
-            f"channel; received an array of shape {images.shape}."
+            f"channel; received a {images.ndim}-D array of shape {images.shape}."
         )
     if images.dtype.kind not in "uifc" or len(images) == 0:
         raise InvalidInputError(f"The data holds no images (an array of shape {images.shape}, dtype "

@@ -279,6 +279,22 @@ def test_a_model_that_does_not_fit_the_data_is_refused(toy, tmp_path, model_kwar
         train(model, toy, epochs=1, out_dir=tmp_path / "run", verbose=0)
 
 
+def test_training_takes_each_data_form_through_the_one_adapter(toy):
+    from nin_keras.training.inputs import training_splits
+
+    model = _model()
+    assert training_splits(toy, model, batch_size=8) is toy
+    unbatched = _toy_split(20, 3).unbatch()  # batched here by batch_size, as everywhere (no longer refused)
+    splits = training_splits(unbatched, model, batch_size=8)
+    assert (splits.name, splits.num_classes, splits.info) == ("dataset", 2, {"batch_size": 8})
+    assert [len(y) for _, y in splits.train.as_numpy_iterator()] == [8, 8, 4]
+    assert splits.validation is None and splits.test is None
+    with pytest.raises(IncompatibleModelError, match="labels run from 0 to 2"):
+        training_splits((np.zeros((3, *SHAPE), "uint8"), [0, 1, 2]), model, batch_size=8)
+    with pytest.raises(ValueError, match="received a str"):
+        training_splits("toy", model, batch_size=8)
+
+
 def test_early_stopping_stops_when_the_monitored_metric_stalls(toy, tmp_path):
     # No BN and a negligible constant learning rate: predictions, hence val_accuracy, never change.
     result = train(_model(batch_norm=False), toy, epochs=5, early_stopping=1, learning_rate=1e-12,

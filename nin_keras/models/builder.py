@@ -7,6 +7,7 @@ import math
 import keras
 
 from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
+from nin_keras.data.splits import as_splits
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.formatting import format_size
 from nin_keras.machine import total_memory_bytes
@@ -237,7 +238,12 @@ def adapt_standardization(model: keras.Model, images) -> None:
 
     Args:
         model: a model from `build_nin(..., preprocessing="standardize")`.
-        images: raw training images, an array or a `tf.data.Dataset` of images (or of (images, labels)).
+        images: raw training images: an array, a `tf.data.Dataset` of images, or any form
+            `nin_keras.data.as_splits` takes (a `DatasetSplits`: its train split).
+
+    Raises:
+        ValueError: the model has no "standardize" layer.
+        InvalidInputError: data of another form (see `as_splits`).
     """
     try:
         layer = model.get_layer("standardize")
@@ -245,9 +251,8 @@ def adapt_standardization(model: keras.Model, images) -> None:
         raise IncompatibleModelError(
             "This model has no 'standardize' layer; build it with preprocessing='standardize'."
         ) from None
-    if hasattr(images, "element_spec") and isinstance(images.element_spec, tuple):
-        images = images.map(lambda x, *_: x)
-    layer.adapt(images)
+    splits = as_splits(images, batch_size=256, images_only=True)
+    layer.adapt(splits.split("train").map(lambda x, _: x))
 
 
 def _width(width, num_classes: int, multiplier: float) -> int:

@@ -156,3 +156,18 @@ def test_qat_streams_a_tf_data_dataset():
     bad = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3), "uint8"), np.zeros(4, "int32"))).batch(2)
     with pytest.raises(IncompatibleModelError):
         quantize_aware(small_nin(), bad, epochs=1, progress=False)
+
+
+def test_qat_reshuffles_arrays_each_epoch():
+    """Arrays sorted by class (a common layout) must not reach QAT fine-tuning in their order, as fit would
+    shuffle them; datasets the user built keep the order they chose."""
+    from nin_keras.quantization.qat import _training_data
+
+    model = small_nin()
+    images = np.zeros((64, *model.inputs[0].shape[1:]), "uint8")
+    labels = np.repeat(np.arange(4), 16).astype("int32")  # sorted: 16 of class 0, then 16 of class 1, ...
+
+    dataset, _ = _training_data(model, (images, labels), limit=None, batch_size=16)
+    first, second = ([int(y) for _, batch in dataset for y in batch] for _ in range(2))
+    assert sorted(first) == sorted(labels.tolist())  # every image, once an epoch
+    assert first != labels.tolist() and first != second  # not in the given order, and anew each epoch

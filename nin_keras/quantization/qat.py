@@ -161,6 +161,9 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
                     history=history, epochs=epochs, plan=plan)
 
 
+_SHUFFLE_BUFFER = 10_000  # images; bounds the copy a shuffle of large arrays holds
+
+
 def _training_data(model, data, *, limit, batch_size):
     """(fit dataset, labels are one-hot): the training split of any accepted form, streamed (never loaded whole)."""
     if data is None:
@@ -171,6 +174,9 @@ def _training_data(model, data, *, limit, batch_size):
     dataset = splits.split("train")
     if limit is not None:
         dataset = dataset.unbatch().take(check_int("limit", limit, minimum=1)).batch(batch_size)
+    if splits.name == "arrays":  # arrays come in their order (often sorted by class): reshuffle each epoch, as fit does
+        buffer = min(int(splits.info.get("size", 0)), limit or _SHUFFLE_BUFFER, _SHUFFLE_BUFFER)
+        dataset = dataset.unbatch().shuffle(max(buffer, 1), seed=0, reshuffle_each_iteration=True).batch(batch_size)
     one_hot = len(dataset.element_spec[1].shape) == 2
     dataset = dataset.map(lambda x, y, *_: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), one_hot

@@ -58,7 +58,8 @@ def how_it_ended(run: RunCallbacks, *, epochs: int, model_path: Path, plan: Reci
                 if best and model_path.exists() else
                 "No epoch finished before that, so there is no saved model.")
         peak = plan.peak_learning_rate
-        tips = [f"a lower learning rate (this run's peak: {peak:g}; try {peak / 10:g} with --lr / learning_rate=)"]
+        tips = [f"a lower learning rate (this run's peak: {peak:g}; try {peak / 10:g} with --lr, or a recipe with "
+                "learning_rate=)"]
         if precision.mixed:
             tips.append(f"--precision float32 (this run used {precision.policy})")
         if not batch_norm:

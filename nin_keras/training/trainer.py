@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_framework_config  # (is_/disable_op_determinism)
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
-                              check_float, check_int)
+                              check_int)
 from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name

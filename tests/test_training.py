@@ -188,6 +188,14 @@ def test_an_existing_run_folder_is_never_overwritten_silently(toy, tmp_path):
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
         train(_model(), toy, epochs=1, out_dir=tmp_path / "new", resume=True, verbose=0)
 
+    class Fail(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):  # a new run that fails in its first epoch leaves nothing
+        train(_model(), toy, epochs=1, out_dir=tmp_path / "new", verbose=0, tensorboard=True, callbacks=[Fail()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
 
 def test_resume_continues_after_the_last_completed_epoch(toy, tmp_path):
     run = tmp_path / "run"

@@ -221,6 +221,8 @@ class HistoryCSV(keras.callbacks.Callback):
         super().__init__()
         self.path = Path(path)
         self.rows = list(rows or [])
+        self._started = None  # when the current epoch began
+        self._learning_rate = None  # the rate at its first step
 
     def on_epoch_begin(self, epoch, logs=None):
         # Epoch numbers in the file are 1-based: drop rows this run will redo (after a kill, they may exist).
@@ -237,9 +239,9 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1}
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
-        if getattr(self, "_learning_rate", None) is not None:
+        if self._learning_rate is not None:
             row["learning_rate"] = self._learning_rate
-        if getattr(self, "_started", None) is not None:  # wall-clock of the epoch, its validation pass included
+        if self._started is not None:  # wall-clock of the epoch, its validation pass included
             row["epoch_seconds"] = round(time.perf_counter() - self._started, 3)
         self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
         self.write()

@@ -78,7 +78,8 @@ class Recipe:
         by_budget: `BudgetLevel`s (augmentation, dropout), by rising `min_epochs`; the last one a run's budget
             reaches applies.
         by_variant: NIN variant name -> {field: value}: the values this recipe was tuned to for that variant
-            (`nin_keras.models.variant_of` tells a model's); they replace the recipe's own for such a model.
+            (`nin_keras.models.variant_of` tells a model's); they replace the recipe's own for such a model,
+            except the fields a caller changed from the recipe of the same name in RECIPES (`changed_fields`).
         description: one line for humans.
     """
 

@@ -14,7 +14,7 @@ an old one (`overwrite`) first renames the old run aside to `.<name>.previous` b
 once the new run's first epoch has ended (history, best model and backup written). If the new run fails before
 that, the old one is put back. After a kill -9 the next call on the folder does what the killed one could not
 (`recover`): a new run with a backed-up epoch is kept and the old one deleted; otherwise the old run is put
-back. Either way neither run is lost.
+back. Either way no run is lost; at most the new run's unfinished first epoch.
 """
 
 from __future__ import annotations

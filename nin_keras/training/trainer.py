@@ -328,6 +328,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
         early_stopping=early_stopping, tensorboard=tensorboard, jit_compile=jit_compile,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test))
     check_choice("verbose", verbose, VERBOSITY)
+    batch_size = settings.batch_size  # checked: arrays are batched with it
     if not isinstance(model, keras.Model):
         raise InvalidInputError(f"model must be a keras.Model (e.g. nin_keras.build_nin(...)); received "
                                 f"{type(model).__name__}.")

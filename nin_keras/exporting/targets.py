@@ -26,6 +26,7 @@ from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
     GPU_COMPATIBILITY_FILE,
     LABELS_FILE,
+    MANIFEST_FILE,  # noqa: F401 (exporting/folder.py imports it from here)
     TARGET_FILES,
 )
 from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model

@@ -44,6 +44,7 @@ And on the device (Coral USB Accelerator / Dev Board, with the Edge TPU runtime 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import nin_keras
     from nin_keras.exporting import format_findings
+    from nin_keras.training import RECIPES
 
     out = Path(args.out)
     if args.smoke:
@@ -83,7 +85,8 @@ def main(argv=None) -> int:
     else:
         model = nin_keras.build_nin(data.num_classes, variant=args.variant, input_shape=tuple(data.input_shape),
                                     width_multiplier=args.width, name=f"nin_{args.dataset}")
-        result = nin_keras.train(model, data, epochs=args.epochs, recipe="adam", learning_rate=3e-3,
+        adam = dataclasses.replace(RECIPES["adam"], learning_rate=3e-3)
+        result = nin_keras.train(model, data, epochs=args.epochs, recipe=adam,
                                  out_dir=out.parent / f"{out.name}_training", overwrite=True)
         model = nin_keras.load_model(Path(result.run_dir) / "model.keras")
 

@@ -1,6 +1,7 @@
 """The budget-aware default recipe: what it resolves to for a run, the schedule it builds, the augmentation it
 adds, what `train` records and prints, resume keeping the schedule, and bad recipe input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,39 +16,44 @@ from nin_keras.data.pipeline import Augmentation, make_dataset
 from nin_keras.errors import InvalidInputError
 from nin_keras.training import choose_precision, get_strategy, train
 from nin_keras.training.inputs import for_fit
-from nin_keras.training.recipes import RECIPES, make_optimizer, make_schedule, plan_recipe, resolve_recipe
+from nin_keras.training.recipes import (RECIPES, adapt_recipe, default_recipe, make_optimizer, make_schedule, override,
+                                        plan_recipe, recipe_note)
 from nin_keras.training.setup import compile_for_training
 
 SHAPE = (12, 12, 1)
 
 
 def _plan(epochs=3, steps=100, batch_size=128, **kwargs):
-    recipe, _ = resolve_recipe(kwargs.pop("recipe", None), has_batch_norm=True, **kwargs.pop("overrides", {}))
+    recipe = adapt_recipe(override(kwargs.pop("recipe", "budget"), **kwargs.pop("overrides", {})),
+                          has_batch_norm=True).recipe
     kwargs.setdefault("image_shape", (28, 28, 1))
     kwargs.setdefault("flips_allowed", True)
     return plan_recipe(recipe, epochs=epochs, steps_per_epoch=steps, batch_size=batch_size, **kwargs)
 
 
 def test_the_default_recipe_is_budget_and_sgd_or_adam_alone_keep_their_recipes():
-    assert resolve_recipe(None, has_batch_norm=True)[0].name == "budget"
-    assert resolve_recipe(None, has_batch_norm=True, optimizer="sgd")[0].name == "paper"
-    assert resolve_recipe(None, has_batch_norm=True, optimizer="adam")[0].name == "adam"
+    import inspect
+
+    assert inspect.signature(train).parameters["recipe"].default == default_recipe() == "budget"
+    assert adapt_recipe(default_recipe("sgd"), has_batch_norm=True).recipe.name == "paper"
+    assert adapt_recipe(default_recipe("adam"), has_batch_norm=True).recipe.name == "adam"
     budget = RECIPES["budget"]
     assert budget.optimizer == "adamw" and budget.schedule == "cosine"
     assert 0 < budget.warmup < 0.5 and 0 < budget.label_smoothing < 1
 
 
 def test_values_tuned_for_a_variant_apply_to_that_variant_and_overrides_still_win():
-    import dataclasses
-
     recipe = dataclasses.replace(RECIPES["budget"], by_variant={"cifar": {"learning_rate": 0.006, "warmup": 0.2}})
-    tuned, note = resolve_recipe(recipe, has_batch_norm=True, variant="cifar")
+    adapted = adapt_recipe(recipe, has_batch_norm=True, variant="cifar")
+    tuned, note = adapted.recipe, recipe_note(adapted)
     assert (tuned.learning_rate, tuned.warmup) == (0.006, 0.2) and note == ("the cifar variant's tuned "
                                                                            "learning_rate 0.006, warmup 0.2")
-    other, note = resolve_recipe(recipe, has_batch_norm=True, variant="mnist")
-    assert other.learning_rate == RECIPES["budget"].learning_rate and note == ""
-    given, note = resolve_recipe(recipe, has_batch_norm=True, variant="cifar", learning_rate=0.001)
-    assert given.learning_rate == 0.001 and given.warmup == 0.2 and "learning_rate" not in note
+    adapted = adapt_recipe(recipe, has_batch_norm=True, variant="mnist")
+    assert adapted.recipe.learning_rate == RECIPES["budget"].learning_rate and recipe_note(adapted) == ""
+    for given in (override(recipe, learning_rate=0.001), dataclasses.replace(recipe, learning_rate=0.001)):
+        adapted = adapt_recipe(given, has_batch_norm=True, variant="cifar")  # the caller's value wins
+        assert adapted.recipe.learning_rate == 0.001 and adapted.recipe.warmup == 0.2
+        assert "learning_rate" not in recipe_note(adapted)
 
 
 def test_warm_up_then_cosine_spans_exactly_the_run():
@@ -174,19 +180,20 @@ def test_resume_continues_the_schedule_without_a_second_warm_up(tmp_path):
     np.testing.assert_allclose(resumed.history["learning_rate"], rates, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(warmup_epochs=2), "not shorter than the run"),
-    (dict(warmup_epochs=1, schedule="step"), "needs the cosine schedule"),
-    (dict(label_smoothing=1.0), "label_smoothing"),
-    (dict(label_smoothing=-0.1), "label_smoothing"),
-    (dict(learning_rate=0.0), "learning_rate"),
-    (dict(augment="yes"), "augment"),
+@pytest.mark.parametrize("kwargs, fields, match", [
+    (dict(warmup_epochs=2), {}, "not shorter than the run"),
+    (dict(warmup_epochs=1), dict(schedule="step"), "needs the cosine schedule"),
+    ({}, dict(label_smoothing=1.0), "label_smoothing"),
+    ({}, dict(label_smoothing=-0.1), "label_smoothing"),
+    ({}, dict(learning_rate=0.0), "learning_rate"),
+    (dict(augment="yes"), {}, "augment"),
 ])
-def test_recipe_settings_that_make_no_sense_are_refused_before_anything_is_written(tmp_path, kwargs, match):
+def test_recipe_settings_that_make_no_sense_are_refused_before_anything_is_written(tmp_path, kwargs, fields, match):
     data = nin_keras.load_dataset("digits", batch_size=256)
     model = nin_keras.build_nin(10, variant="mnist", input_shape=(8, 8, 1), width_multiplier=0.1)
     with pytest.raises((InvalidInputError, ValueError), match=match):
-        train(model, data, epochs=2, out_dir=tmp_path / "run", verbose=0, **kwargs)
+        recipe = dataclasses.replace(RECIPES["budget"], **fields)  # a recipe is checked when it is made
+        train(model, data, epochs=2, out_dir=tmp_path / "run", verbose=0, recipe=recipe, **kwargs)
     assert not (tmp_path / "run").exists()
 
 

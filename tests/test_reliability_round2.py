@@ -197,14 +197,11 @@ def test_a_folder_with_readable_images_of_one_class_only_is_refused(tmp_path):
 
 
 def _new_run_started(run: Path) -> bool:
-    """True once a session has written config.json with status "running" (in the folder or its staging)."""
-    for config in [run / "config.json", *run.parent.glob(f".{run.name}.*.staging/config.json")]:
-        try:
-            if json.loads(config.read_text()).get("status") == "running":
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
+    """True once a session has written config.json with status "running" in the folder."""
+    try:
+        return json.loads((run / "config.json").read_text()).get("status") == "running"
+    except (OSError, ValueError):
+        return False
 
 
 def test_overwrite_keeps_the_old_run_when_killed_during_the_first_epoch(digits, tmp_path):
@@ -215,13 +212,20 @@ def test_overwrite_keeps_the_old_run_when_killed_during_the_first_epoch(digits, 
     process = subprocess.Popen(
         CLI + ["train", *DIGITS_SMALL, "--batch-size", "16", "--epochs", "2", "--out", str(run), "--overwrite"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path, start_new_session=True)
-    # Fitting starts right after the new run is staged: the kill lands in epoch 1.
+    # Fitting starts right after the new run's config.json is written: the kill lands in epoch 1.
     helpers.sigkill_when(process, lambda: _new_run_started(run), waiting_for="a started run")
     assert process.returncode == -signal.SIGKILL
-    assert _tree(run) == old, "the old run is byte for byte what it was"
-    assert list(tmp_path.glob(".run.*.staging")), "the new run was being written beside it"
+    assert _tree(tmp_path / ".run.previous") == old, "the old run waits aside, byte for byte what it was"
+    assert _new_run_started(run), "the new run was being written in the folder"
 
-    # The next start removes the killed run's leftovers; after its first epoch the new run takes the place.
+    # The next call on the folder puts the old run back (no epoch of the new one ended): neither run is lost.
+    with pytest.raises(FileExistsError, match="--resume"):
+        nin_keras.train(nin_keras.build_nin(10, variant="mnist", input_shape=helpers.DIGITS_SHAPE,
+                                            width_multiplier=0.1), digits[0], epochs=1, out_dir=run, verbose=0)
+    assert _tree(run) == old, "the old run is byte for byte what it was"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    # Overwriting again: after its first epoch the new run takes the place.
     old_mask = os.umask(0o022)
     try:
         (x_train, y_train), _ = digits
@@ -233,7 +237,7 @@ def test_overwrite_keeps_the_old_run_when_killed_during_the_first_epoch(digits, 
     assert result.run_dir == run and result.paths["model"] == run / "model.keras"
     assert json.loads((run / "config.json").read_text())["status"] == "completed"
     assert (run / "model.keras").read_bytes() != old["model.keras"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no staging or set-aside folder is left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no set-aside folder is left"
     assert stat.S_IMODE(run.stat().st_mode) == 0o755
 
 
@@ -279,7 +283,7 @@ def test_a_failure_before_fitting_leaves_the_old_run_and_the_next_run_cleans_up(
     nin_keras.train(model, data, epochs=1, out_dir=run, overwrite=True, verbose=0, tensorboard=False,
                     evaluate_test=False)
     assert json.loads((run / "config.json").read_text())["status"] == "completed"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "the failed call's staging folder is gone"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "the old run was put back, nothing is left"
 
 
 # ------------------------------------------------------- 5. folder modes; stale staging folders removed

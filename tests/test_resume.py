@@ -61,3 +61,41 @@ def test_sigkill_after_the_first_epoch_then_resume(tmp_path):
     model = nin_keras.load_model(run / "model.keras")
     assert model.output_shape == (None, 10)
     assert not list(run.glob(".*.tmp*")), "no temporary files left behind"
+
+
+def _make_run(folder: Path, label: str, *, epochs_backed_up: int) -> dict:
+    """A run folder with distinguishable contents; a backup of `epochs_backed_up` epochs (none if 0)."""
+    (folder / "backup").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"status": "running", "label": label}))
+    (folder / "model.keras").write_bytes(label.encode())
+    if epochs_backed_up:
+        (folder / "backup" / "training_metadata.json").write_text(
+            json.dumps({"epoch": epochs_backed_up, "weights": "epoch-0001.weights.h5"}))
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_the_next_call_after_a_kill_at_any_point_of_an_overwrite_loses_neither_run(tmp_path):
+    """Every state a kill -9 can leave while a new run replaces an old one, and what `recover` makes of it."""
+    from nin_keras.training.run_folder import recover
+
+    def tree(folder):
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    cases = {  # state: (new run in the folder, its backed-up epochs, a new run on its way out) -> kept
+        "killed right after setting the old run aside": (False, 0, False, "old"),
+        "killed during the new run's first epoch": (True, 0, False, "old"),
+        "killed after the first epoch's backup, before deleting the old run": (True, 1, False, "new"),
+        "killed while putting the old run back": (False, 0, True, "old"),
+    }
+    for number, (state, (new_there, backed_up, discarded, kept)) in enumerate(cases.items()):
+        parent = tmp_path / str(number)
+        run, previous = parent / "run", parent / ".run.previous"
+        runs = {"old": _make_run(previous, "old", epochs_backed_up=4)}
+        if new_there:
+            runs["new"] = _make_run(run, "new", epochs_backed_up=backed_up)
+        if discarded:
+            _make_run(parent / ".run.discarded", "new", epochs_backed_up=0)
+        recover(run)
+        assert tree(run) == runs[kept], state
+        assert sorted(p.name for p in parent.iterdir()) == ["run"], state
+        assert recover(run) is None, state  # nothing left to do

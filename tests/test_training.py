@@ -1,6 +1,7 @@
 """nin_keras.train and its parts: precision choice, recipes, the run folder, resume, NaN handling, bad input."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -15,7 +16,8 @@ from nin_keras.errors import IncompatibleModelError
 from nin_keras.training import (RECIPES, TrainingDivergedError, choose_precision, clone_with_policy, get_strategy,
                                 train)
 from nin_keras.training import precision as precision_module
-from nin_keras.training.recipes import make_schedule, resolve_recipe
+from nin_keras.training.recipes import adapt_recipe, default_recipe, make_schedule, override, recipe_note
+from nin_keras.training.trainer import RunSettings
 
 SHAPE = (12, 12, 1)
 
@@ -96,19 +98,21 @@ def test_recipes_are_data_with_the_paper_values():
     assert RECIPES["adam"].optimizer == "adam"
 
 
-def test_resolve_recipe_switches_without_bn_and_applies_overrides():
-    recipe, note = resolve_recipe("paper", has_batch_norm=False)
-    assert recipe.name == "paper_no_bn" and "BatchNormalization" in note
-    recipe, _ = resolve_recipe(None, has_batch_norm=True, optimizer="adam", learning_rate=0.005)
+def test_adapt_recipe_switches_without_bn_and_recipes_refuse_bad_values():
+    adapted = adapt_recipe("paper", has_batch_norm=False)
+    assert adapted.recipe.name == "paper_no_bn" and "BatchNormalization" in recipe_note(adapted)
+    changed = adapt_recipe(dataclasses.replace(RECIPES["paper"], weight_decay=0.0), has_batch_norm=False).recipe
+    assert (changed.name, changed.learning_rate, changed.weight_decay) == ("paper_no_bn", 0.01, 0.0)
+    recipe = override(default_recipe("adam"), learning_rate=0.005)
     assert (recipe.name, recipe.learning_rate) == ("adam", 0.005)
     with pytest.raises(ValueError, match="Unknown optimizer"):
-        resolve_recipe(None, has_batch_norm=True, optimizer="rmsprop")
+        dataclasses.replace(RECIPES["budget"], optimizer="rmsprop")
     with pytest.raises(ValueError, match="Unknown schedule"):
-        resolve_recipe(None, has_batch_norm=True, schedule="linear")
+        override("budget", schedule="linear")
     with pytest.raises(ValueError, match="Unknown recipe"):
-        resolve_recipe("fast", has_batch_norm=True)
+        adapt_recipe("fast", has_batch_norm=True)
     with pytest.raises(ValueError, match="learning_rate"):
-        resolve_recipe(None, has_batch_norm=True, learning_rate=-1.0)
+        override("budget", learning_rate=-1.0)
 
 
 def test_step_schedule_divides_by_ten_at_half_and_three_quarters():
@@ -150,6 +154,10 @@ def test_train_writes_a_complete_run_folder(toy, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["status"] == "completed"
     assert config["arguments"]["epochs"] == 2 and config["seed"] == 3
+    # The record is derived from the recipe and the run's settings: every field of both is there.
+    fields = {f.name for f in dataclasses.fields(RECIPES["budget"])} - {"name"} | {"recipe"}
+    assert fields | {f.name for f in dataclasses.fields(RunSettings)} <= set(config["arguments"])
+    assert (config["arguments"]["recipe"], config["arguments"]["out_dir"]) == ("budget", str(run))
     assert config["precision"]["policy"] == result.precision == choose_precision("auto").policy
     assert config["precision"]["reason"]
     assert config["strategy"]["name"] == "one"
@@ -179,6 +187,14 @@ def test_an_existing_run_folder_is_never_overwritten_silently(toy, tmp_path):
     assert (run / "notes.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="Nothing to resume"):
         train(_model(), toy, epochs=1, out_dir=tmp_path / "new", resume=True, verbose=0)
+
+    class Fail(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):  # a new run that fails in its first epoch leaves nothing
+        train(_model(), toy, epochs=1, out_dir=tmp_path / "new", verbose=0, tensorboard=True, callbacks=[Fail()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_resume_continues_after_the_last_completed_epoch(toy, tmp_path):
@@ -248,7 +264,8 @@ def test_label_smoothing_and_arrays_input(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, *SHAPE), dtype=np.uint8)
     labels = (images.mean(axis=(1, 2, 3)) > 127.5).astype("int32")
-    result = train(_model(), (images, labels), epochs=1, batch_size=8, label_smoothing=0.1, out_dir=tmp_path / "r",
+    smoothing = dataclasses.replace(RECIPES["budget"], label_smoothing=0.1)
+    result = train(_model(), (images, labels), epochs=1, batch_size=8, recipe=smoothing, out_dir=tmp_path / "r",
                    verbose=0, tensorboard=False)
     assert result.best["monitor"] == "accuracy"  # no validation split: training accuracy
     assert math.isfinite(result.history["loss"][0])
@@ -259,13 +276,16 @@ def test_label_smoothing_and_arrays_input(tmp_path):
     (dict(epochs=1.5), ValueError, "epochs"),
     (dict(epochs=1, precision="half"), ValueError, "Unknown precision"),
     (dict(epochs=1, strategy="tpu"), ValueError, "Unknown strategy"),
-    (dict(epochs=1, optimizer="rmsprop"), ValueError, "Unknown optimizer"),
+    (dict(epochs=1, recipe={"optimizer": "rmsprop"}), ValueError, "Unknown optimizer"),
+    (dict(epochs=1, recipe="fast"), ValueError, "Unknown recipe"),
     (dict(epochs=1, resume=True, overwrite=True), ValueError, "not both"),
-    (dict(epochs=1, label_smoothing=1.0), ValueError, "label_smoothing"),
+    (dict(epochs=1, recipe={"label_smoothing": 1.0}), ValueError, "label_smoothing"),
     (dict(epochs=1, steps_per_epoch=0), ValueError, "steps_per_epoch"),
 ])
 def test_bad_arguments(toy, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
+        if isinstance(kwargs.get("recipe"), dict):  # a recipe with these fields changed
+            kwargs = {**kwargs, "recipe": dataclasses.replace(RECIPES["budget"], **kwargs["recipe"])}
         train(_model(), toy, out_dir=tmp_path / "run", verbose=0, **kwargs)
     assert not (tmp_path / "run").exists()
 
@@ -297,8 +317,9 @@ def test_training_takes_each_data_form_through_the_one_adapter(toy):
 
 def test_early_stopping_stops_when_the_monitored_metric_stalls(toy, tmp_path):
     # No BN and a negligible constant learning rate: predictions, hence val_accuracy, never change.
-    result = train(_model(batch_norm=False), toy, epochs=5, early_stopping=1, learning_rate=1e-12,
-                   schedule="constant", out_dir=tmp_path / "run", verbose=0, tensorboard=False)
+    still = dataclasses.replace(RECIPES["budget"], learning_rate=1e-12, schedule="constant")
+    result = train(_model(batch_norm=False), toy, epochs=5, early_stopping=1, recipe=still,
+                   out_dir=tmp_path / "run", verbose=0, tensorboard=False)
     assert result.stopped == "early_stopping"
     assert result.history["epoch"] == [1, 2]
     assert "Stopped early" in result.message

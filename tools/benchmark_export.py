@@ -25,6 +25,7 @@ when a target is missed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -144,6 +145,7 @@ def digits(args, work_dir: Path) -> dict:
     import keras
 
     import nin_keras
+    from nin_keras.training import RECIPES
 
     data = nin_keras.load_dataset("digits", batch_size=DIGITS_SETUP["batch_size"],
                                   validation_split=DIGITS_SETUP["validation_split"], seed=args.seed)
@@ -153,8 +155,9 @@ def digits(args, work_dir: Path) -> dict:
     log(f"digits: training {model.count_params():,} parameters for {args.epochs} epochs")
     seconds = {}
     started = time.perf_counter()
-    model = nin_keras.train(model, data, epochs=args.epochs, recipe=DIGITS_SETUP["recipe"],
-                            learning_rate=DIGITS_SETUP["learning_rate"], precision=DIGITS_SETUP["precision"],
+    recipe = dataclasses.replace(RECIPES[DIGITS_SETUP["recipe"]],
+                                 learning_rate=DIGITS_SETUP["learning_rate"])
+    model = nin_keras.train(model, data, epochs=args.epochs, recipe=recipe, precision=DIGITS_SETUP["precision"],
                             out_dir=work_dir / "digits_train", overwrite=True, seed=args.seed, tensorboard=False,
                             verbose=0).model
     seconds["train"] = time.perf_counter() - started

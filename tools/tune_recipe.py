@@ -10,9 +10,10 @@ hold-out only: the tool never evaluates the test split, so no choice it informs 
     .venv/bin/python tools/tune_recipe.py ... --seeds 0,1 --resume   # a second seed of each, keeping the first
     .venv/bin/python tools/tune_recipe.py ... --resume   # keep the configurations already in the JSON
 
-`--try` takes `defaults` or comma-separated `key=value` overrides of `nin_keras.train` (learning_rate,
-weight_decay, label_smoothing, warmup_epochs, dropout). `--pad-to 32` zero-pads smaller images to 32x32, the
-size the cifar variant was designed for, so its pooling sees the geometry it has on CIFAR.
+`--try` takes `defaults` or comma-separated `key=value` overrides of the default recipe (learning_rate, used as
+given at any batch size, weight_decay, label_smoothing) or of `nin_keras.train` (warmup_epochs, dropout).
+`--pad-to 32` zero-pads smaller images to 32x32, the size the cifar variant was designed for, so its pooling
+sees the geometry it has on CIFAR.
 `--train-images N` draws N training images per epoch (whole batches) from the training split, a shorter
 budget than a full epoch where one configuration would otherwise take hours on a CPU.
 """
@@ -35,6 +36,7 @@ from nin_keras.cli.options import positive_int, seed_value
 TOOL = "tools/tune_recipe.py"
 OVERRIDES = {"learning_rate": float, "weight_decay": float, "label_smoothing": float, "warmup_epochs": float,
              "dropout": float}
+RECIPE_FIELDS = ("learning_rate", "weight_decay", "label_smoothing")  # the rest are train()'s own keywords
 
 
 def parse_try(text: str) -> dict:
@@ -86,6 +88,7 @@ def train_one(args, overrides: dict, seed: int, work_dir: Path) -> dict:
     import keras  # lazy: as above
 
     import nin_keras
+    from nin_keras.training.recipes import DEFAULT_RECIPE, override
 
     keras.backend.clear_session()
     # The pipeline's shuffling takes TensorFlow's global seed as well as its own: set it to 0 before loading,
@@ -99,10 +102,12 @@ def train_one(args, overrides: dict, seed: int, work_dir: Path) -> dict:
         data = data.take(train=args.train_images)
     keras.utils.set_random_seed(seed)  # the initial weights
     model = nin_keras.build_nin(data.num_classes, variant=args.variant, input_shape=tuple(data.input_shape))
+    recipe = override(DEFAULT_RECIPE, **{k: v for k, v in overrides.items() if k in RECIPE_FIELDS})
+    run_options = {k: v for k, v in overrides.items() if k not in RECIPE_FIELDS}
     start = time.perf_counter()
     result = nin_keras.train(model, data, epochs=args.epochs, seed=seed, evaluate_test=False, verbose=2,
                              out_dir=work_dir / f"{config_name(overrides).replace(', ', '_')}-s{seed}",
-                             overwrite=True, tensorboard=False, **overrides)
+                             overwrite=True, tensorboard=False, recipe=recipe, **run_options)
     config = json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))
     return {"overrides": overrides, "seed": seed, "name": config_name(overrides),
             "recipe": config["recipe"]["summary"],

@@ -91,7 +91,12 @@ def train_command(args) -> int:
     from nin_keras.cli import error_message
     from nin_keras.models import build_nin, get_preset
     from nin_keras.training import TrainingDivergedError, get_strategy, train
+    from nin_keras.training.recipes import default_recipe, override
 
+    # --optimizer alone picks its recipe; --lr is the peak rate as given, at any batch size
+    recipe = override(args.recipe or default_recipe(args.optimizer), optimizer=args.optimizer, learning_rate=args.lr,
+                      momentum=args.momentum, schedule=args.schedule, weight_decay=args.weight_decay,
+                      label_smoothing=args.label_smoothing)
     if args.variant is not None:
         get_preset(args.variant)  # unknown variant: InvalidInputError naming the known ones, before any work
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op: create the strategy first.
@@ -106,9 +111,7 @@ def train_command(args) -> int:
     name = args.name or _default_name(args.dataset, variant)
     try:
         result = train(
-            model, data, epochs=args.epochs, recipe=args.recipe, optimizer=args.optimizer, learning_rate=args.lr,
-            momentum=args.momentum, schedule=args.schedule, weight_decay=args.weight_decay,
-            label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs,
+            model, data, epochs=args.epochs, recipe=recipe, warmup_epochs=args.warmup_epochs,
             augment=False if args.no_augment else "auto",
             dropout="auto" if args.dropout is None else args.dropout, out_dir=args.out, name=name, resume=args.resume,
             overwrite=args.overwrite, precision=args.precision, strategy=strategy, seed=args.seed,

@@ -28,7 +28,7 @@ from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
     GPU_COMPATIBILITY_FILE,
     LABELS_FILE,
-    MANIFEST_FILE,
+    MANIFEST_FILE,  # noqa: F401 (re-exported: exporting/__init__.py and folder.py import it from here)
     TARGET_SPECS,
     Manifest,
     ManifestEntry,

@@ -1,7 +1,8 @@
 """Stage 3 of the data flow: training (`train`), its recipes, precision and strategy choices, and a benchmark.
 
-- `train(model, data, *, epochs, ...)`: `model.fit` into a resumable run folder.
-- `RECIPES`: "paper", "paper_no_bn", "adam" as data.
+- `train(model, data, *, epochs, recipe="budget", ...)`: `model.fit` into a resumable run folder.
+- `RECIPES`: "budget", "paper", "paper_no_bn", "adam" as data: frozen `Recipe`s, changed with
+  `dataclasses.replace(RECIPES["budget"], learning_rate=...)` and passed to `train(recipe=...)`.
 - `choose_precision("auto")`: float32 / mixed_bfloat16 / mixed_float16 for this machine, with the reason.
 - `get_strategy("auto")`: one device, MirroredStrategy or MultiWorkerMirroredStrategy, with the reason.
 - `benchmark_training(...)`: training images/s of a NIN on synthetic data.
@@ -13,7 +14,7 @@ Modules, one job each:
   labels for label smoothing, sharding across workers).
 - `run_folder`: `RunFolder`: the run folder's files, the resume/overwrite rules, config.json.
 - `setup`: the model to fit: rebuilt under the precision in the strategy's scope, optimizer, loss, metrics.
-- `callbacks`: NaN guard, atomic backup (resume), best-model saver, history.csv.
+- `callbacks`: NaN guard, atomic backup (resume), best-model saver, history.csv, all written in place.
 - `summary`: the end of a run: the saved model and its test metrics, curves, how it ended.
 - `recipes`, `precision`, `strategy`: the choices, as data and with their reasons.
 - `benchmark`: `benchmark_training`.

@@ -2,15 +2,17 @@
 
 * `NaNGuard` replaces `keras.callbacks.TerminateOnNaN`: it stops at the first non-finite loss and remembers the
   epoch and step, so `train` can say where it happened and what to try.
-* `AtomicBackupAndRestore` is Keras' `BackupAndRestore` (resume after a crash or kill) whose backup is always a
-  consistent pair: weights go to a new file first, then a small JSON names that file and the epoch, each
-  written atomically. It never backs up weights from a diverged epoch.
+* `RunBackup` does the job of Keras' `BackupAndRestore` (resume after a crash or kill) through public hooks only,
+  and its backup is always a consistent pair: weights go to a new file first, then a small JSON names that file
+  and the epoch, each written atomically. It never backs up weights from a diverged epoch. The epoch a resumed
+  run starts after is passed to `fit(initial_epoch=...)` (`RunCallbacks.initial_epoch`).
 * `BestModelSaver` replaces `ModelCheckpoint(save_best_only=True)`: it copies the weights into a float32 twin
   of the model and saves that atomically, so model.keras predicts in float32 whatever precision trained it.
 * `HistoryCSV` replaces `CSVLogger`: it rewrites history.csv atomically each epoch and, when a run resumes,
   keeps the rows of the epochs before the resumed one.
 
-`run_callbacks` puts them together for one session of a run, starting from the backup when it resumes.
+`run_callbacks` puts them together for one session of a run, starting from the backup when it resumes. Every
+file is written in the run folder itself, which never moves while Keras has files open in it.
 """
 
 from __future__ import annotations
@@ -40,11 +42,6 @@ def _finite(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-def _moved(path, old_root, new_root) -> Path:
-    """Where `path` (inside `old_root`) is once `old_root` has been renamed to `new_root`."""
-    return Path(new_root) / Path(path).relative_to(old_root)
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -92,38 +89,34 @@ def read_backup_metadata(backup_dir) -> dict | None:
     return metadata
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose backup survives a kill at any moment; skips backups after a NaN loss.
+class RunBackup(keras.callbacks.Callback):
+    """Backs up the model and optimizer after every epoch so that a run survives a kill at any moment; restores
+    that state when training begins (a resumed run); skips backups after a NaN loss.
 
     The folder holds `training_metadata.json` (`{"epoch": N, "weights": "epoch-000N.weights.h5", ...}` plus
     whatever `extra_state()` returns, e.g. the history rows and best metric so far) and the weights file it
     names (model and optimizer state after N completed epochs). Put it after the callbacks whose state
-    `extra_state` reads, so the backup of epoch N carries their epoch-N state.
+    `extra_state` reads, so the backup of epoch N carries their epoch-N state. `fit` must be given
+    `initial_epoch=restored epoch` (read with `read_backup_metadata`) to continue after the restored epoch.
     """
 
-    def __init__(self, backup_dir, *, guard: NaNGuard | None = None, extra_state=None,
-                 delete_checkpoint: bool = False):
-        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=delete_checkpoint)
+    def __init__(self, backup_dir, *, guard: NaNGuard | None = None, extra_state=None):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
         self.guard = guard
         self.extra_state = extra_state
         self.restored_epoch = 0
 
-    def _read_metadata(self) -> dict | None:
-        return read_backup_metadata(self.backup_dir)
-
     def on_train_begin(self, logs=None):
-        self._load_model()
-
-    def _load_model(self):
-        metadata = self._read_metadata()
+        metadata = read_backup_metadata(self.backup_dir)
         if metadata is None:
             return
-        weights = Path(self.backup_dir) / metadata.get("weights", "latest.weights.h5")
+        weights = self.backup_dir / metadata.get("weights", "latest.weights.h5")
         if not weights.exists():
             raise InvalidInputError(f"The backup in {self.backup_dir} names {weights.name}, which is missing; "
                                     "start over with overwrite=True.")
         if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
+            self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be loaded
         try:
             self.model.load_weights(str(weights))
         except (ValueError, KeyError) as error:
@@ -133,31 +126,22 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 "same options as the original run, or start over with overwrite=True."
             ) from None
         self.restored_epoch = int(metadata["epoch"])
-        self.model._initial_epoch = self.restored_epoch
 
-    def _save_model(self):
+    def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.tripped:
             return  # never replace the last good state with diverged weights
-        backup_dir = Path(self.backup_dir)
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{self._current_epoch:04d}.weights.h5"
-        with atomic_path(backup_dir / name, suffix=".weights.h5") as tmp:
+        done = epoch + 1
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{done:04d}.weights.h5"
+        with atomic_path(self.backup_dir / name, suffix=".weights.h5") as tmp:
             self.model.save_weights(str(tmp), overwrite=True)
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name}
+        metadata = {"epoch": done, "weights": name}
         if self.extra_state is not None:
             metadata.update(self.extra_state())
-        write_json(self._training_metadata_path, metadata)
-        for old in backup_dir.glob("epoch-*.weights.h5"):
+        write_json(self.backup_dir / BACKUP_METADATA, metadata)
+        for old in self.backup_dir.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
-
-    def relocate(self, old_root, new_root) -> None:
-        """The run folder moved (a staged run promoted): back up into its new place."""
-        self.backup_dir = str(_moved(self.backup_dir, old_root, new_root))
-        for name in ("_weights_path", "_training_metadata_path", "_prev_weights_path",
-                     "_prev_training_metadata_path"):
-            if hasattr(self, name):
-                setattr(self, name, str(_moved(getattr(self, name), old_root, new_root)))
 
 
 class BestModelSaver(keras.callbacks.Callback):
@@ -214,9 +198,6 @@ class BestModelSaver(keras.callbacks.Callback):
         self.best, self.best_epoch = float(value), epoch + 1
         self.best_logs = {k: float(v) for k, v in logs.items() if _finite(v)}
 
-    def relocate(self, old_root, new_root) -> None:
-        """The run folder moved (a staged run promoted): save into its new place."""
-        self.path = _moved(self.path, old_root, new_root)
 
 
 def history_from_rows(rows: list[dict]) -> dict[str, list[float]]:
@@ -240,6 +221,8 @@ class HistoryCSV(keras.callbacks.Callback):
         super().__init__()
         self.path = Path(path)
         self.rows = list(rows or [])
+        self._started = None  # when the current epoch began
+        self._learning_rate = None  # the rate at its first step
 
     def on_epoch_begin(self, epoch, logs=None):
         # Epoch numbers in the file are 1-based: drop rows this run will redo (after a kill, they may exist).
@@ -256,9 +239,9 @@ class HistoryCSV(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1}
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
-        if getattr(self, "_learning_rate", None) is not None:
+        if self._learning_rate is not None:
             row["learning_rate"] = self._learning_rate
-        if getattr(self, "_started", None) is not None:  # wall-clock of the epoch, its validation pass included
+        if self._started is not None:  # wall-clock of the epoch, its validation pass included
             row["epoch_seconds"] = round(time.perf_counter() - self._started, 3)
         self.rows = [r for r in self.rows if r["epoch"] < epoch + 1] + [row]
         self.write()
@@ -278,30 +261,12 @@ class HistoryCSV(keras.callbacks.Callback):
     def history(self) -> dict[str, list[float]]:
         return history_from_rows(self.rows)
 
-    def relocate(self, old_root, new_root) -> None:
-        """The run folder moved (a staged run promoted): write into its new place."""
-        self.path = _moved(self.path, old_root, new_root)
-
-
-class RunTensorBoard(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard callback that can follow its run folder when it moves (a staged run promoted)."""
-
-    def release_files(self) -> None:
-        """Closes the event files: TensorFlow's writer reopens a file it finds gone, at its old path."""
-        self._close_writers()
-        self._writers = {}
-
-    def relocate(self, old_root, new_root) -> None:
-        """Writes new event files in the moved folder (TensorBoard reads every events file of a folder)."""
-        self.log_dir = self._log_write_dir = str(_moved(self.log_dir, old_root, new_root))
-        self._train_dir = os.path.join(self._log_write_dir, "train")
-        self._val_dir = os.path.join(self._log_write_dir, "validation")
 
 
 def tensorboard_callback(log_dir):
     """Keras' TensorBoard callback writing epoch summaries (no graph, no profiling) under `log_dir`."""
     os.makedirs(log_dir, exist_ok=True)
-    return RunTensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False, update_freq="epoch",
+    return keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False, update_freq="epoch",
                           profile_batch=0)
 
 
@@ -321,7 +286,8 @@ def tensorboard_wanted(value) -> bool:
 
 @dataclasses.dataclass
 class RunCallbacks:
-    """The callbacks of one session of a run (`callbacks`, in order) and the epoch it starts after."""
+    """The callbacks of one session of a run (`callbacks`, in order) and the epoch it starts after (pass it to
+    `fit(initial_epoch=...)`)."""
 
     guard: NaNGuard
     history: HistoryCSV
@@ -371,7 +337,7 @@ def run_callbacks(paths: dict, twin, *, monitor: str, resume: bool, early_stoppi
                 "best": {"epoch": saver.best_epoch, "value": saver.best, "monitor": monitor,
                          "metrics": saver.best_logs}}
 
-    backup = AtomicBackupAndRestore(paths["backup"], guard=guard, extra_state=backup_state)
+    backup = RunBackup(paths["backup"], guard=guard, extra_state=backup_state)
     callbacks = [guard, history, saver, backup]
     if tensorboard:
         callbacks.append(tensorboard_callback(paths["logs"]))

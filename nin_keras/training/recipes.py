@@ -12,8 +12,9 @@
   (`train(recipe="paper")` switches to it by itself when the model has no BatchNormalization layer.)
 * "adam": Adam at 1e-3 with cosine decay and no augmentation.
 
-Arguments given to `train` (optimizer, learning_rate, schedule, weight_decay, momentum, label_smoothing,
-warmup_epochs, augment, dropout) override the recipe's. Weight decay is Keras' decoupled decay (each step
+`train` takes a recipe by name or as a `Recipe` (`dataclasses.replace(RECIPES["budget"], learning_rate=...)`;
+`override` does the same with the command line's rules); its `warmup_epochs`, `augment` and `dropout` override
+the recipe's for one run. Weight decay is Keras' decoupled decay (each step
 `w -= lr * weight_decay * w`), which for SGD without momentum equals the paper's L2 term; with momentum or
 Adam it is applied outside the optimizer's moment estimates (AdamW).
 """
@@ -77,7 +78,8 @@ class Recipe:
         by_budget: `BudgetLevel`s (augmentation, dropout), by rising `min_epochs`; the last one a run's budget
             reaches applies.
         by_variant: NIN variant name -> {field: value}: the values this recipe was tuned to for that variant
-            (`nin_keras.models.variant_of` tells a model's); they replace the recipe's own for such a model.
+            (`nin_keras.models.variant_of` tells a model's); they replace the recipe's own for such a model,
+            except the fields a caller changed from the recipe of the same name in RECIPES (`changed_fields`).
         description: one line for humans.
     """
 
@@ -97,8 +99,27 @@ class Recipe:
     by_variant: dict = dataclasses.field(default_factory=dict)
     description: str = ""
 
+    def __post_init__(self):
+        _check_fields(self)
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_fields(recipe: Recipe) -> None:
+    """Refuses values no optimizer or schedule can use (a recipe is checked whenever one is made or replaced).
+
+    Raises:
+        InvalidInputError: an unknown optimizer, schedule or batch scaling; a learning rate <= 0; a negative
+            weight decay or momentum; label smoothing outside [0, 1).
+    """
+    check_choice("optimizer", recipe.optimizer, OPTIMIZERS)
+    check_choice("schedule", recipe.schedule, SCHEDULES)
+    check_choice("batch_scaling", recipe.batch_scaling, BATCH_SCALING)
+    check_float("learning_rate", recipe.learning_rate, minimum=0, min_inclusive=False)
+    check_float("weight_decay", recipe.weight_decay, minimum=0)
+    check_float("momentum", recipe.momentum, minimum=0)
+    check_float("label_smoothing", recipe.label_smoothing, minimum=0, maximum=1, max_inclusive=False)
 
 
 # The paper's augmentation: shift by an eighth of the side (4 pixels at 32x32), flips where allowed; the
@@ -136,55 +157,88 @@ check_same("recipes", RECIPES, RECIPE_NAMES)
 DEFAULT_RECIPE = "budget"
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe named `name`, or ValueError listing the known ones."""
-    try:
-        return RECIPES[name]
-    except (KeyError, TypeError):
-        raise InvalidInputError(f"Unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)}.") from None
+def get_recipe(recipe: str | Recipe) -> Recipe:
+    """The recipe named `recipe` (a `Recipe` is returned as it is).
 
-
-def resolve_recipe(recipe: str | Recipe | None, *, has_batch_norm: bool, variant: str | None = None, optimizer=None,
-                   learning_rate=None, momentum=None, weight_decay=None, schedule=None,
-                   label_smoothing=None) -> tuple[Recipe, str]:
-    """The recipe to use after the model's BN switch, its values for `variant` and explicit overrides.
-
-    Without a recipe: "budget", or "paper" when `optimizer="sgd"`, "adam" when `optimizer="adam"`. A learning
-    rate given here is used as it is, at any batch size.
-
-    Returns:
-        (recipe, note): the note says what was switched or tuned for the model ("" when nothing).
+    Raises:
+        InvalidInputError: an unknown name (the error lists the known ones), or neither a name nor a `Recipe`.
     """
-    if optimizer is not None:
-        check_choice("optimizer", optimizer, OPTIMIZERS)
-    if schedule is not None:
-        check_choice("schedule", schedule, SCHEDULES)
-    note = ""
-    if recipe is None:
-        recipe = {"sgd": "paper", "adam": "adam"}.get(optimizer, DEFAULT_RECIPE)
-    if not isinstance(recipe, Recipe):
-        recipe = get_recipe(recipe)
-    if recipe.name == "paper" and not has_batch_norm:
-        recipe = RECIPES["paper_no_bn"]
-        note = "the model has no BatchNormalization: paper recipe at lr 0.01 (paper_no_bn)"
-    overrides = {key: value for key, value in dict(
-        optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
-        schedule=schedule, label_smoothing=label_smoothing).items() if value is not None}
-    for key in ("learning_rate", "weight_decay", "momentum"):
-        if key in overrides:  # the learning rate must be > 0, weight decay and momentum >= 0
-            overrides[key] = check_float(key, overrides[key], minimum=0, min_inclusive=key != "learning_rate")
-    if "label_smoothing" in overrides:
-        overrides["label_smoothing"] = check_float("label_smoothing", label_smoothing, minimum=0, maximum=1,
-                                                   max_inclusive=False)
-    tuned = {key: value for key, value in recipe.by_variant.get(variant, {}).items() if key not in overrides}
-    if tuned:  # before the overrides, which win
-        recipe = dataclasses.replace(recipe, **tuned)
-        note = f"the {variant} variant's tuned " + ", ".join(f"{key} {value:g}" for key, value in tuned.items())
-    if "learning_rate" in overrides:
-        overrides["batch_scaling"] = "none"
-    if overrides:
-        recipe = dataclasses.replace(recipe, **overrides)
-    return recipe, note
+    if isinstance(recipe, Recipe):
+        return recipe
+    try:
+        return RECIPES[recipe]
+    except (KeyError, TypeError):
+        raise InvalidInputError(f"Unknown recipe {recipe!r}. Known recipes: {', '.join(RECIPES)} (or pass a "
+                                "nin_keras.training.Recipe).") from None
+
+
+def default_recipe(optimizer: str | None = None) -> str:
+    """The recipe an optimizer alone stands for: "paper" for "sgd", "adam" for "adam", else "budget"."""
+    return {"sgd": "paper", "adam": "adam"}.get(optimizer, DEFAULT_RECIPE)
+
+
+def override(recipe: str | Recipe, **fields) -> Recipe:
+    """`recipe` with the `fields` that are not None replaced (the command line's overrides).
+
+    A learning rate given here is the peak rate as it is, at any batch size (no batch scaling).
+
+    Raises:
+        InvalidInputError: a value the recipe cannot take (see `Recipe`).
+    """
+    fields = {key: value for key, value in fields.items() if value is not None}
+    if "learning_rate" in fields:
+        fields["batch_scaling"] = "none"
+    return dataclasses.replace(get_recipe(recipe), **fields) if fields else get_recipe(recipe)
+
+
+def changed_fields(recipe: Recipe) -> dict:
+    """{field: value} where `recipe` differs from the recipe of its name in RECIPES ({} for another name)."""
+    registered = RECIPES.get(recipe.name)
+    if registered is None:
+        return {}
+    return {field.name: getattr(recipe, field.name) for field in dataclasses.fields(Recipe)
+            if getattr(recipe, field.name) != getattr(registered, field.name)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapted:
+    """A recipe adapted to a model (`adapt_recipe`), and what was adapted.
+
+    Attributes:
+        recipe: the recipe to plan.
+        switched_from: the recipe asked for when another one was used instead ("paper" for a model without
+            BatchNormalization), or None.
+        variant: the model's NIN variant, or None.
+        tuned: {field: value} the recipe's values for that variant put in.
+    """
+
+    recipe: Recipe
+    switched_from: str | None = None
+    variant: str | None = None
+    tuned: dict = dataclasses.field(default_factory=dict)
+
+
+def without_batch_norm(recipe: Recipe, has_batch_norm: bool) -> Recipe:
+    """"paper" becomes "paper_no_bn" (lr 0.01) for a model without BatchNormalization, keeping what the caller
+    changed; any other recipe stays as it is."""
+    if recipe.name != "paper" or has_batch_norm:
+        return recipe
+    return dataclasses.replace(RECIPES["paper_no_bn"], **changed_fields(recipe))
+
+
+def tuned_for_variant(recipe: Recipe, variant: str | None) -> dict:
+    """{field: value} of `recipe.by_variant[variant]` that the caller did not change (those win)."""
+    changed = changed_fields(recipe)
+    return {key: value for key, value in recipe.by_variant.get(variant, {}).items() if key not in changed}
+
+
+def adapt_recipe(recipe: str | Recipe, *, has_batch_norm: bool, variant: str | None = None) -> Adapted:
+    """The recipe for a model: its no-BatchNormalization switch, then the values tuned for its variant."""
+    asked = get_recipe(recipe)
+    used = without_batch_norm(asked, has_batch_norm)
+    tuned = tuned_for_variant(used, variant)
+    return Adapted(dataclasses.replace(used, **tuned) if tuned else used,
+                   switched_from=asked.name if used.name != asked.name else None, variant=variant, tuned=tuned)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +289,25 @@ class RecipePlan:
                 "augmentation_used": self.augmentation.describe() if self.augmentation is not None else None,
                 "augmentation_note": self.augmentation_note, "dropout_used": self.dropout,
                 "summary": self.describe()}
+
+
+def recipe_note(adapted: Adapted) -> str:
+    """What was switched or tuned for the model, in words ("" when nothing)."""
+    parts = []
+    if adapted.switched_from is not None:
+        parts.append(f"the model has no BatchNormalization: {adapted.switched_from} recipe at lr "
+                     f"{adapted.recipe.learning_rate:g} ({adapted.recipe.name})")
+    if adapted.tuned:
+        parts.append(f"the {adapted.variant} variant's tuned " +
+                     ", ".join(f"{key} {value:g}" for key, value in adapted.tuned.items()))
+    return "; ".join(parts)
+
+
+def recipe_line(plan: RecipePlan, adapted: Adapted | None = None) -> str:
+    """The line that says how a run trains: the plan (`RecipePlan.describe`), then what was adapted to the
+    model, in parentheses."""
+    note = recipe_note(adapted) if adapted is not None else ""
+    return plan.describe() + (f" ({note})" if note else "")
 
 
 def plan_recipe(recipe: Recipe, *, epochs: int, steps_per_epoch: int, batch_size: int | None,

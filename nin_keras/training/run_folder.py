@@ -9,23 +9,26 @@ and config.json, the record of the run.
     backup/         training state after the last completed epoch (what `resume=True` continues from)
     logs/           TensorBoard event files (append-only logs; everything else is written atomically)
 
-A new run (fresh, or replacing an old one with `overwrite`) is written into a hidden staging folder beside the
-run folder, `.<name>.<pid>.<random>.staging`, and takes the run folder's place when its first epoch has ended
-(history, best model and backup written). Until then an old run stays whole: a crash or kill -9 during the
-first epoch loses only the new run's first epoch, and the next start removes what it left.
+Every run is written in its folder, which never moves while training has files open in it. A run that replaces
+an old one (`overwrite`) first renames the old run aside to `.<name>.previous` beside the folder, and deletes it
+once the new run's first epoch has ended (history, best model and backup written). If the new run fails before
+that, the old one is put back. After a kill -9 the next call on the folder does what the killed one could not
+(`recover`): a new run with a backed-up epoch is kept and the old one deleted; otherwise the old run is put
+back. Either way no run is lost; at most the new run's unfinished first epoch.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import keras
 
-from nin_keras._atomic import remove_stale_staging, staging_dir, swap_dir, write_json
+from nin_keras._atomic import write_json
 from nin_keras.errors import InvalidInputError, MissingFileError, NotAFolderError, OutputExistsError
 from nin_keras.machine import machine_facts
 from nin_keras.training.callbacks import read_backup_metadata
@@ -49,17 +52,61 @@ def _files(folder: Path) -> dict:
     return {key: folder / name for key, name in RUN_FILES.items()}
 
 
+def previous_run_path(path) -> Path:
+    """Where an old run waits while a new one replaces it: `.<name>.previous` beside the run folder."""
+    path = Path(path)
+    return path.parent / f".{path.name}.previous"
+
+
+def _discarded_path(path: Path) -> Path:
+    """Where a failed new run goes on its way out, so the old one can be renamed back at once."""
+    return path.parent / f".{path.name}.discarded"
+
+
+def _has_backup(path: Path) -> bool:
+    """Whether the run in `path` has a backed-up epoch (its first epoch ended)."""
+    try:
+        metadata = read_backup_metadata(path / RUN_FILES["backup"])
+    except ValueError:
+        return False
+    return metadata is not None and int(metadata["epoch"]) >= 1
+
+
+def recover(path) -> str | None:
+    """Finishes what a killed call on the run folder `path` left undone; returns what it did, or None.
+
+    With an old run set aside (`.<name>.previous`): when the new run in `path` has a backed-up epoch, the old one
+    is deleted ("kept the new run"); otherwise the new run is dropped and the old one put back ("restored the
+    old run"). A new run on its way out (`.<name>.discarded`) is deleted.
+    """
+    path = Path(path)
+    previous, discarded = previous_run_path(path), _discarded_path(path)
+    done = None
+    if previous.is_dir() and not previous.is_symlink():
+        if path.is_dir() and _has_backup(path):
+            shutil.rmtree(previous)
+            done = "kept the new run"
+        else:
+            if path.exists():
+                os.replace(path, discarded)
+            os.replace(previous, path)
+            done = "restored the old run"
+    if discarded.is_dir() and not discarded.is_symlink():
+        shutil.rmtree(discarded, ignore_errors=True)
+    return done
+
+
 class RunFolder:
     """One run's folder: `paths` (RUN_FILES key -> path) and `config`, what config.json holds.
 
     A session (one call of `train`) calls `prepare`, then `start` before fitting, then `finish` (or
-    `interrupted` when fitting raised). `paths` point into the staging folder of a new run until `promote`
-    (run by the callback `promotion_callback` gives, at the end of the first epoch) moves it into place.
+    `interrupted` when anything after `prepare` raised). The callback `first_epoch_callback` gives deletes the
+    old run a new one replaces once the new run's first epoch has ended.
     """
 
     def __init__(self, path):
         self.path = Path(path)
-        self.staging: Path | None = None  # where a new run is written until its first epoch has ended
+        self.new_run = False  # this session started the run (it did not resume one)
         self.paths = _files(self.path)
         self.previous: dict = {}  # config.json of the sessions before this one (resume)
         self.config: dict = {}
@@ -78,7 +125,8 @@ class RunFolder:
     def prepare(self, *, resume: bool, overwrite: bool, epochs: int | None = None) -> None:
         """Makes the folder ready: an existing run is continued only with `resume`, replaced only with `overwrite`.
 
-        A new run gets a staging folder (see the module docstring); an old one is not touched here.
+        What a killed call left is sorted out first (`recover`). An old run that `overwrite` replaces is renamed
+        aside to `.<name>.previous` (see the module docstring); call `interrupted` if anything fails after this.
 
         Raises:
             FileNotFoundError: `resume` on a folder without config.json.
@@ -87,6 +135,7 @@ class RunFolder:
             FileExistsError: a non-empty folder without `overwrite`, or one that is not a run folder.
         """
         config = self.paths["config"]
+        recover(self.path)
         if resume:
             if self.path.exists() and not self.path.is_dir():
                 raise NotAFolderError(f"Run folder {self.path} exists and is not a folder.")
@@ -112,10 +161,10 @@ class RunFolder:
                     f"Refusing to overwrite {self.path}: it is not empty and has no {RUN_FILES['config']}, so it "
                     "does not look like a nin-keras run folder. Choose another out_dir=."
                 )
-        # What an earlier first epoch of this run folder left: a killed process's, or a failed call's here.
-        remove_stale_staging(self.path, own_process=True)
-        self.staging = staging_dir(self.path)
-        self.paths = _files(self.staging)
+        if self.path.exists():
+            os.replace(self.path, previous_run_path(self.path))  # an empty folder goes aside too: nothing is lost
+        self.path.mkdir(parents=True)
+        self.new_run = True
 
     def _check_epochs_left(self, epochs: int) -> None:
         """Refuses to resume a run with fewer epochs than its backup has completed (it would train nothing)."""
@@ -128,27 +177,16 @@ class RunFolder:
                 "it further, or overwrite=True to start a new run."
             )
 
-    def promote(self, callbacks=()) -> None:
-        """Moves a staged new run into the run folder (an old run there is replaced); nothing when not staged.
+    def discard_previous(self) -> None:
+        """Deletes the old run this one replaces (once the new run's first epoch has ended); nothing if none."""
+        previous = previous_run_path(self.path)
+        if self.new_run and previous.is_dir():
+            shutil.rmtree(previous)
 
-        `callbacks` that write into the folder are told: `release_files()` before the move (close open
-        files), `relocate(old, new)` after it.
-        """
-        if self.staging is None:
-            return
-        for callback in callbacks:
-            getattr(callback, "release_files", lambda: None)()
-        staging = self.staging
-        swap_dir(staging, self.path)
-        self.staging = None
-        self.paths = _files(self.path)
-        for callback in callbacks:
-            if hasattr(callback, "relocate"):
-                callback.relocate(staging, self.path)
-
-    def promotion_callback(self, callbacks) -> keras.callbacks.Callback:
-        """A callback, to run after `callbacks`, that promotes the staged run when its first epoch has ended."""
-        return _Promote(self, list(callbacks))
+    def first_epoch_callback(self) -> keras.callbacks.Callback:
+        """A callback, to run after those that write the epoch's files, that calls `discard_previous` when the
+        first epoch has ended (or training ended)."""
+        return _DiscardPrevious(self)
 
     def read_config(self) -> dict:
         """config.json as written so far, or {} when it is missing or unreadable."""
@@ -167,14 +205,19 @@ class RunFolder:
         write_json(self.paths["config"], self.config)
 
     def interrupted(self) -> None:
-        """Records that fitting raised (a kill leaves "running"); best effort, the original error matters more.
+        """Records that the session failed (a kill leaves "running"); best effort, the original error matters more.
 
-        A new run still staged (no epoch ended) is dropped: the run folder keeps what it held before.
+        A new run that failed before its first epoch ended is dropped: the folder gets back what it held before
+        (the old run, or nothing).
         """
-        if self.staging is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            self.staging = None
-            self.paths = _files(self.path)
+        if self.new_run and not _has_backup(self.path):
+            if previous_run_path(self.path).is_dir():
+                recover(self.path)  # puts the old run back
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
+            self.new_run = False
+            return
+        if not self.config:
             return
         self.config["status"] = "interrupted"
         self.config["sessions"][-1]["ended"] = _now()
@@ -194,16 +237,15 @@ class RunFolder:
         return {key: (path if path.exists() else None) for key, path in self.paths.items()}
 
 
-class _Promote(keras.callbacks.Callback):
-    """Promotes a staged run (`RunFolder.promote`) once an epoch has ended, or when training ends."""
+class _DiscardPrevious(keras.callbacks.Callback):
+    """Calls `RunFolder.discard_previous` once an epoch has ended, or when training ends."""
 
-    def __init__(self, folder: RunFolder, callbacks: list):
+    def __init__(self, folder: RunFolder):
         super().__init__()
         self.folder = folder
-        self.callbacks = callbacks
 
     def on_epoch_end(self, epoch, logs=None):
-        self.folder.promote(self.callbacks)
+        self.folder.discard_previous()
 
     def on_train_end(self, logs=None):
-        self.folder.promote(self.callbacks)
+        self.folder.discard_previous()

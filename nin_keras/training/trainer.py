@@ -16,17 +16,18 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_framework_config  # (is_/disable_op_determinism)
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
-                              check_float, check_int)
+                              check_int)
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
 from nin_keras.models.builder import variant_of
 from nin_keras.models.signature import has_batch_norm
-from nin_keras.training.callbacks import run_callbacks, tensorboard_wanted
-from nin_keras.training.inputs import FitSplits, batch_size_of, count_steps, for_fit, training_splits
+from nin_keras.training.callbacks import RunCallbacks, run_callbacks, tensorboard_wanted
+from nin_keras.training.inputs import batch_size_of, count_steps, for_fit, training_splits
 from nin_keras.training.precision import PrecisionChoice, choose_precision, clone_with_policy
-from nin_keras.training.recipes import Recipe, RecipePlan, plan_recipe, resolve_recipe
+from nin_keras.training.recipes import (DEFAULT_RECIPE, Adapted, Recipe, RecipePlan, adapt_recipe, plan_recipe,
+                                        recipe_line, recipe_note)
 from nin_keras.training.run_folder import RunFolder
 from nin_keras.training.setup import compile_for_training
 from nin_keras.training.strategy import STRATEGIES, StrategyChoice, patch_for_multiworker, resolve_strategy
@@ -91,47 +92,171 @@ def _op_determinism(enabled: bool):
             tf_framework_config.disable_op_determinism()
 
 
-def _plan(recipe: Recipe, inputs: DatasetSplits, *, epochs: int, steps_per_epoch: int | None, batch_size: int,
-          warmup_epochs, augment, dropout) -> RecipePlan:
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """How one call of `train` runs, apart from its recipe: `train`'s keywords of the same names, checked.
+
+    config.json's "arguments" are these and the recipe's fields (`_arguments`).
+    """
+
+    epochs: int
+    warmup_epochs: float | None = None
+    augment: object = "auto"
+    dropout: object = "auto"
+    out_dir: str | None = None
+    name: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    seed: int | None = None
+    deterministic: bool = False
+    monitor: str | None = None
+    early_stopping: int | None = None
+    tensorboard: bool = False
+    jit_compile: object = "auto"
+    steps_per_epoch: int | None = None
+    batch_size: int = 128
+    evaluate_test: bool = True
+
+
+def _checked(settings: RunSettings) -> RunSettings:
+    """`settings` with every value checked (and `tensorboard` resolved), before any slow work.
+
+    Raises:
+        InvalidInputError: a value out of range or of the wrong type, or both `resume` and `overwrite`.
+    """
+    s = settings
+    resume, overwrite = check_bool("resume", s.resume), check_bool("overwrite", s.overwrite)
+    if resume and overwrite:
+        raise InvalidInputError("Pass either resume=True (continue the run) or overwrite=True (start over), not both.")
+    return dataclasses.replace(
+        s, resume=resume, overwrite=overwrite, epochs=check_int("epochs", s.epochs, minimum=1, maximum=MAX_EPOCHS),
+        batch_size=check_int("batch_size", s.batch_size, minimum=1, maximum=MAX_BATCH_SIZE),
+        steps_per_epoch=check_int("steps_per_epoch", s.steps_per_epoch, minimum=1, maximum=MAX_COUNT,
+                                  allow_none=True),
+        early_stopping=check_int("early_stopping", s.early_stopping, minimum=1, allow_none=True),
+        seed=check_int("seed", s.seed, minimum=0, allow_none=True),
+        deterministic=check_bool("deterministic", s.deterministic),
+        evaluate_test=check_bool("evaluate_test", s.evaluate_test), tensorboard=tensorboard_wanted(s.tensorboard))
+
+
+@dataclasses.dataclass
+class _Session:
+    """What one call of `train` works with, once its arguments are resolved."""
+
+    model: keras.Model
+    inputs: DatasetSplits
+    settings: RunSettings
+    adapted: Adapted
+    plan: RecipePlan
+    precision: PrecisionChoice
+    strategy: StrategyChoice
+    batch_norm: bool
+    folder: RunFolder | None = None
+
+
+@contextlib.contextmanager
+def _op_determinism(enabled: bool):
+    """TensorFlow op determinism for the block when `enabled`, then as it was before."""
+    switch = enabled and not tf_framework_config.is_op_determinism_enabled()
+    if switch:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if switch:
+            tf_framework_config.disable_op_determinism()
+
+
+def _plan(recipe: Recipe, inputs: DatasetSplits, settings: RunSettings) -> RecipePlan:
     """The recipe resolved for this run's budget, batch and images (see `plan_recipe`)."""
     info = inputs.info or {}
-    return plan_recipe(recipe, epochs=epochs, steps_per_epoch=count_steps(inputs, steps_per_epoch),
-                       batch_size=batch_size_of(inputs, batch_size), warmup_epochs=warmup_epochs, augment=augment,
-                       dropout=dropout, image_shape=inputs.input_shape, flips_allowed=info.get("horizontal_flip_ok"),
-                       data_augmented=bool(info.get("augmentation")))
+    return plan_recipe(recipe, epochs=settings.epochs, steps_per_epoch=count_steps(inputs, settings.steps_per_epoch),
+                       batch_size=batch_size_of(inputs, settings.batch_size), warmup_epochs=settings.warmup_epochs,
+                       augment=settings.augment, dropout=settings.dropout, image_shape=inputs.input_shape,
+                       flips_allowed=info.get("horizontal_flip_ok"), data_augmented=bool(info.get("augmentation")))
 
 
-def _config_record(model, inputs: FitSplits, *, plan: RecipePlan, recipe_note: str, precision: PrecisionChoice,
-                   strategy: StrategyChoice, batch_norm: bool, variant: str | None, arguments: dict) -> dict:
+def _arguments(session: _Session) -> dict:
+    """config.json's "arguments": the recipe's fields (its name as "recipe"), the run's settings, and the
+    precision and strategy asked for."""
+    recipe = dataclasses.asdict(session.plan.recipe)
+    recipe["recipe"] = recipe.pop("name")
+    return {**recipe, **dataclasses.asdict(session.settings), "precision": session.precision.requested,
+            "strategy": session.strategy.requested}
+
+
+def _config_record(session: _Session, variant: str | None) -> dict:
     """What config.json says of a session's set-up (`RunFolder.start` adds the machine and the sessions)."""
-    recipe = plan.recipe
-    arguments = {"epochs": arguments.pop("epochs"), "recipe": recipe.name, "optimizer": recipe.optimizer,
-                 "learning_rate": recipe.learning_rate, "momentum": recipe.momentum, "schedule": recipe.schedule,
-                 "weight_decay": recipe.weight_decay, "label_smoothing": recipe.label_smoothing,
-                 "precision": precision.requested, "strategy": strategy.requested, **arguments}
+    model = session.model
     return {
-        "arguments": arguments,
-        "recipe": {**plan.as_dict(), "note": recipe_note},
-        "seed": arguments["seed"],
-        "deterministic": arguments["deterministic"],
-        "precision": precision.as_dict(),
-        "strategy": strategy.as_dict(),
-        "dataset": inputs.as_dict(),
+        "arguments": _arguments(session),
+        "recipe": {**session.plan.as_dict(), "note": recipe_note(session.adapted)},
+        "seed": session.settings.seed,
+        "deterministic": session.settings.deterministic,
+        "precision": session.precision.as_dict(),
+        "strategy": session.strategy.as_dict(),
+        "dataset": session.inputs.as_dict(),
         "model": {"name": model.name, "variant": variant, "params": int(model.count_params()),
-                  "batch_norm": batch_norm,
+                  "batch_norm": session.batch_norm,
                   "input_shape": list(model.input_shape[1:]), "outputs": int(model.output_shape[-1])},
     }
 
 
-def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optimizer: str | None = None,
-          learning_rate: float | None = None, momentum: float | None = None, schedule: str | None = None,
-          weight_decay: float | None = None, label_smoothing: float | None = None,
-          warmup_epochs: float | None = None, augment="auto", dropout="auto", out_dir=None, name: str | None = None,
-          resume: bool = False, overwrite: bool = False, precision: str = "auto", strategy="auto",
-          seed: int | None = None, deterministic: bool = False, monitor: str | None = None,
-          early_stopping: int | None = None, tensorboard="auto", jit_compile="auto",
-          steps_per_epoch: int | None = None, batch_size: int = 128, evaluate_test: bool = True,
-          verbose="auto", callbacks=None) -> TrainingResult:
+def _fit(session: _Session, *, verbose, callbacks) -> RunCallbacks:
+    """Fits a compiled copy of the model into the run folder; returns the run's callbacks (history, best, ...)."""
+    s, folder, plan = session.settings, session.folder, session.plan
+    if s.seed is not None:  # seeded first: dropout draws seeds when created
+        keras.utils.set_random_seed(s.seed)
+    train_model = compile_for_training(session.model, precision=session.precision, strategy=session.strategy,
+                                       plan=plan, jit_compile=s.jit_compile)
+    if session.strategy.num_workers > 1:
+        patch_for_multiworker(train_model, session.inputs.train.element_spec)
+    run = run_callbacks(folder.paths, clone_with_policy(session.model, "float32"), monitor=s.monitor, resume=s.resume,
+                        early_stopping=s.early_stopping, tensorboard=s.tensorboard, extra=callbacks)
+    run.callbacks.append(folder.first_epoch_callback())  # an old run this one replaces goes after epoch 1
+    folder.start(_config_record(session, session.adapted.variant), initial_epoch=run.initial_epoch)
+
+    # the first progress line says how this run will train
+    progress = fit_progress(verbose, base=keras.callbacks.Callback, title=recipe_line(plan, session.adapted))
+    inputs = session.inputs
+    try:
+        with _op_determinism(s.deterministic):
+            train_model.fit(inputs.train, validation_data=inputs.validation, epochs=s.epochs,
+                            initial_epoch=run.initial_epoch, steps_per_epoch=inputs.fit_steps,
+                            validation_steps=inputs.validation_steps, callbacks=run.callbacks + progress.callbacks,
+                            verbose=0, shuffle=False)  # tf.data pipelines shuffle themselves
+    finally:
+        progress.close()
+    return run
+
+
+def _result(session: _Session, run: RunCallbacks) -> TrainingResult:
+    """The saved model (float32, best weights; the caller's model gets them too), curves, the record finished."""
+    s, folder, plan, model = session.settings, session.folder, session.plan, session.model
+    saved = load_saved_model(folder.paths["model"], into=model)
+    test = None
+    if s.evaluate_test:
+        test = score_on_test(saved, session.inputs.test, label_smoothing=plan.recipe.label_smoothing)
+    curves = plot_curves(run.history, folder.paths["curves"], title=f"{model.name} on {session.inputs.name}")
+    stopped, message = how_it_ended(run, epochs=s.epochs, model_path=folder.paths["model"], plan=plan,
+                                    precision=session.precision, strategy=session.strategy,
+                                    batch_norm=session.batch_norm)
+    folder.finish(status="diverged" if run.guard.tripped else "completed", best=run.best, test=test,
+                  epochs_completed=len(run.history.rows), stopped=stopped, message=message)
+    return TrainingResult(
+        run_dir=folder.path, paths={**folder.existing_paths(), "curves": curves}, history=run.history.history,
+        precision=session.precision.policy, precision_reason=session.precision.reason,
+        strategy=session.strategy.name, strategy_reason=session.strategy.reason, best=run.best, test=test,
+        stopped=stopped, message=message, model=saved, initial_epoch=run.initial_epoch,
+    )
+
+
+def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, warmup_epochs: float | None = None,
+          augment="auto", dropout="auto", out_dir=None, name: str | None = None, resume: bool = False,
+          overwrite: bool = False, precision: str = "auto", strategy="auto", seed: int | None = None,
+          deterministic: bool = False, monitor: str | None = None, early_stopping: int | None = None,
+          tensorboard="auto", jit_compile="auto", steps_per_epoch: int | None = None, batch_size: int = 128,
+          evaluate_test: bool = True, verbose="auto", callbacks=None) -> TrainingResult:
     """Trains `model` on `data` with `model.fit`, writing a run folder; resumable after a crash or kill.
 
     The model is rebuilt (cloned, weights copied) under the chosen precision inside the chosen strategy's scope;
@@ -144,14 +269,15 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
         data: a `DatasetSplits` (`nin_keras.load_dataset`; validation and test splits are used), a
             `tf.data.Dataset` of (images, labels) (batched or not), or an (images, labels) pair of arrays.
         epochs: total epochs of the run (a resumed run continues up to this number).
-        recipe: "budget" (AdamW, warm-up then cosine over exactly this run, label smoothing, augmentation
+        recipe: the optimizer, its schedule and regularisation: a name in `nin_keras.training.RECIPES`, "budget"
+            (the default: AdamW, warm-up then cosine over exactly this run, label smoothing, augmentation
             chosen by the epoch budget and the kind of images), "paper" (SGD momentum 0.9, lr 0.1 with BN /
             0.01 without, weight decay 1e-4, lr x0.1 at 50% and 75% of training, the paper's augmentation),
-            "paper_no_bn" or "adam" (Adam 1e-3, cosine). Defaults to "budget" ("paper" when
-            `optimizer="sgd"`, "adam" when `optimizer="adam"`). See `nin_keras.training.RECIPES`.
-        optimizer, learning_rate, momentum, schedule, weight_decay, label_smoothing: override the recipe's
-            ("sgd"|"adam"|"adamw"; schedule "step"|"cosine"|"constant"; label smoothing in [0, 1)). A
-            learning rate given here is the peak rate as it is; the recipe's own is scaled to the batch size.
+            "paper_no_bn" or "adam" (Adam 1e-3, cosine); or a `Recipe`, e.g.
+            `dataclasses.replace(RECIPES["budget"], learning_rate=1e-3)` (its learning rate is the peak at
+            `reference_batch_size`, scaled to the batch size as `batch_scaling` says; the values you change win
+            over those the recipe tuned for the model's variant). "paper" switches to "paper_no_bn" for a model
+            without BatchNormalization.
         warmup_epochs: override the recipe's warm-up, in epochs (shorter than the run; 0 for none).
         augment: "auto" (the recipe's augmentation for this budget; nothing is added when `data` was loaded
             with `augment=True`), True (the paper's translation, and flips where the images allow them) or
@@ -190,106 +316,55 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
         metrics, stopped, message, model).
 
     Raises:
-        ValueError / IncompatibleModelError: bad arguments, or a model that does not fit the data.
+        InvalidInputError / IncompatibleModelError: bad arguments, or a model that does not fit the data.
         FileExistsError: the run folder exists and neither `resume` nor `overwrite` was given.
         FileNotFoundError: `resume` on a folder that holds no run.
         TrainingDivergedError: the loss became NaN/Inf; names the epoch and step and what to try. The last good
             model stays in model.keras; `.result` holds the rest.
     """
     # ---- arguments, all checked before any slow work
-    epochs = check_int("epochs", epochs, minimum=1, maximum=MAX_EPOCHS)
-    batch_size = check_int("batch_size", batch_size, minimum=1, maximum=MAX_BATCH_SIZE)
-    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1, maximum=MAX_COUNT, allow_none=True)
-    early_stopping = check_int("early_stopping", early_stopping, minimum=1, allow_none=True)
-    resume, overwrite = check_bool("resume", resume), check_bool("overwrite", overwrite)
-    if resume and overwrite:
-        raise InvalidInputError("Pass either resume=True (continue the run) or overwrite=True (start over), not both.")
-    seed = check_int("seed", seed, minimum=0, allow_none=True)
-    deterministic = check_bool("deterministic", deterministic)
-    evaluate_test = check_bool("evaluate_test", evaluate_test)
+    settings = _checked(RunSettings(
+        epochs=epochs, warmup_epochs=warmup_epochs, augment=augment, dropout=dropout, out_dir=out_dir, name=name,
+        resume=resume, overwrite=overwrite, seed=seed, deterministic=deterministic, monitor=monitor,
+        early_stopping=early_stopping, tensorboard=tensorboard, jit_compile=jit_compile,
+        steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test))
     check_choice("verbose", verbose, VERBOSITY)
+    batch_size = settings.batch_size  # checked: arrays are batched with it
     if not isinstance(model, keras.Model):
         raise InvalidInputError(f"model must be a keras.Model (e.g. nin_keras.build_nin(...)); received "
                                 f"{type(model).__name__}.")
     precision_choice = precision if isinstance(precision, PrecisionChoice) else choose_precision(precision)
-    tensorboard = tensorboard_wanted(tensorboard)
     if isinstance(strategy, str):
         check_choice("strategy", strategy, STRATEGIES)
-    batch_norm, variant = has_batch_norm(model), variant_of(model)
-    recipe_used, recipe_note = resolve_recipe(recipe, has_batch_norm=batch_norm, variant=variant,
-                                              optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-                                              weight_decay=weight_decay, schedule=schedule,
-                                              label_smoothing=label_smoothing)
+    batch_norm = has_batch_norm(model)
+    adapted = adapt_recipe(recipe, has_batch_norm=batch_norm, variant=variant_of(model))
 
     # ---- data, strategy (a MultiWorkerMirroredStrategy may exist already: it must precede any TF op), folder
     inputs = training_splits(data, model, batch_size=batch_size)
-    plan = _plan(recipe_used, inputs, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                 warmup_epochs=warmup_epochs, augment=augment, dropout=dropout)
+    plan = _plan(adapted.recipe, inputs, settings)
     strategy_choice = resolve_strategy(strategy)
-    inputs = for_fit(inputs, steps_per_epoch=steps_per_epoch, num_workers=strategy_choice.num_workers,
-                     label_smoothing=plan.recipe.label_smoothing, augmentation=plan.augmentation, seed=seed,
+    inputs = for_fit(inputs, steps_per_epoch=settings.steps_per_epoch, num_workers=strategy_choice.num_workers,
+                     label_smoothing=plan.recipe.label_smoothing, augmentation=plan.augmentation, seed=settings.seed,
                      steps=plan.steps_per_epoch)
-    check_int(f"epochs x steps per epoch ({epochs} x {inputs.steps}: the run's optimizer steps)",
-              epochs * inputs.steps, maximum=MAX_TRAINING_STEPS)
+    check_int(f"epochs x steps per epoch ({settings.epochs} x {inputs.steps}: the run's optimizer steps)",
+              settings.epochs * inputs.steps, maximum=MAX_TRAINING_STEPS)
     if monitor is None:
         monitor = "val_accuracy" if inputs.validation is not None else "accuracy"
     if out_dir is None:
         name = safe_name(name or f"{model.name}-{inputs.name}")
         out_dir = Path("runs") / name
     folder = RunFolder.for_worker(out_dir, strategy_choice)
-    folder.prepare(resume=resume, overwrite=overwrite, epochs=epochs)
+    settings = dataclasses.replace(settings, monitor=monitor, name=name, out_dir=str(folder.path))
+    session = _Session(model, inputs, settings, adapted, plan, precision_choice, strategy_choice, batch_norm, folder)
 
-    # ---- the model to fit, a float32 twin to save, callbacks (seeded first: dropout draws seeds when created)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    train_model = compile_for_training(model, precision=precision_choice, strategy=strategy_choice,
-                                       plan=plan, jit_compile=jit_compile)
-    if strategy_choice.num_workers > 1:
-        patch_for_multiworker(train_model, inputs.train.element_spec)
-    run = run_callbacks(folder.paths, clone_with_policy(model, "float32"), monitor=monitor, resume=resume,
-                        early_stopping=early_stopping, tensorboard=tensorboard, extra=callbacks)
-    run.callbacks.append(folder.promotion_callback(run.callbacks))  # a new run replaces the folder after epoch 1
-
-    folder.start(_config_record(
-        model, inputs, plan=plan, recipe_note=recipe_note, precision=precision_choice,
-        strategy=strategy_choice, batch_norm=batch_norm, variant=variant,
-        arguments=dict(epochs=epochs, warmup_epochs=warmup_epochs, augment=augment, dropout=dropout,
-                       out_dir=str(folder.path), name=name, resume=resume, overwrite=overwrite, seed=seed,
-                       deterministic=deterministic, monitor=monitor,
-                       early_stopping=early_stopping, tensorboard=tensorboard, jit_compile=jit_compile,
-                       steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test),
-    ), initial_epoch=run.initial_epoch)
-
-    # ---- fit (the first progress line says how this run will train)
-    title = plan.describe() + (f" ({recipe_note})" if recipe_note else "")
-    progress = fit_progress(verbose, base=keras.callbacks.Callback, title=title)
+    # ---- fit, then the saved model, curves and record; a failure puts back what the folder held
+    folder.prepare(resume=settings.resume, overwrite=settings.overwrite, epochs=settings.epochs)
     try:
-        with _op_determinism(deterministic):
-            train_model.fit(inputs.train, validation_data=inputs.validation, epochs=epochs,
-                            steps_per_epoch=inputs.fit_steps, validation_steps=inputs.validation_steps,
-                            callbacks=run.callbacks + progress.callbacks, verbose=0,
-                            shuffle=False)  # tf.data pipelines shuffle themselves
+        run = _fit(session, verbose=verbose, callbacks=callbacks)
     except BaseException:
         folder.interrupted()
         raise
-    finally:
-        progress.close()
-
-    # ---- the saved model (float32, best weights; the caller's model gets them too), curves, record
-    saved = load_saved_model(folder.paths["model"], into=model)
-    test = score_on_test(saved, inputs.test, label_smoothing=plan.recipe.label_smoothing) if evaluate_test else None
-    curves = plot_curves(run.history, folder.paths["curves"], title=f"{model.name} on {inputs.name}")
-    stopped, message = how_it_ended(run, epochs=epochs, model_path=folder.paths["model"], plan=plan,
-                                    precision=precision_choice, strategy=strategy_choice, batch_norm=batch_norm)
-    folder.finish(status="diverged" if run.guard.tripped else "completed", best=run.best, test=test,
-                  epochs_completed=len(run.history.rows), stopped=stopped, message=message)
-
-    result = TrainingResult(
-        run_dir=folder.path, paths={**folder.existing_paths(), "curves": curves}, history=run.history.history,
-        precision=precision_choice.policy, precision_reason=precision_choice.reason, strategy=strategy_choice.name,
-        strategy_reason=strategy_choice.reason, best=run.best, test=test, stopped=stopped, message=message,
-        model=saved, initial_epoch=run.initial_epoch,
-    )
+    result = _result(session, run)
     if run.guard.tripped:
-        raise TrainingDivergedError(message, result=result)
+        raise TrainingDivergedError(result.message, result=result)
     return result

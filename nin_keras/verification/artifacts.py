@@ -475,7 +475,7 @@ class OnnxRunner(Runner):
         try:
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
-            raise InvalidInputError(f"{path} is not a loadable ONNX model: {one_line(error, 300)}")
+            raise InvalidInputError(f"{path} is not a loadable ONNX model: {one_line(error, 300)}") from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise IncompatibleModelError(f"{path.name} is not an image classifier: it needs one NHWC image input.")

@@ -29,7 +29,7 @@ from nin_keras.data import as_arrays, load_dataset
 from nin_keras.errors import NotAFolderError
 from nin_keras.formatting import MISSING, artifact_markdown, format_percent
 from nin_keras.models import build_nin
-from nin_keras.training import train
+from nin_keras.training import RECIPES, train
 from nin_keras.viz import (
     plot_artifact_comparison,
     plot_confidence_maps,
@@ -116,8 +116,9 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     model = build_nin(data.num_classes, variant=VARIANT, input_shape=tuple(data.input_shape),
                                 width_multiplier=settings.width_multiplier, name="nin_digits")
     console.print(f"model {model.name}: {model.count_params():,} parameters")
-    result = train(model, data, epochs=settings.epochs, recipe="adam",
-                             learning_rate=settings.learning_rate, out_dir=out_dir / "train", overwrite=True,
+    result = train(model, data, epochs=settings.epochs,
+                             recipe=dataclasses.replace(RECIPES["adam"], learning_rate=settings.learning_rate),
+                             out_dir=out_dir / "train", overwrite=True,
                              seed=seed, tensorboard=False)
     run_dir = Path(result.run_dir)
     history = dict(result.history)

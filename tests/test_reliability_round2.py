@@ -219,7 +219,7 @@ def test_overwrite_keeps_the_old_run_when_killed_during_the_first_epoch(digits, 
     assert _new_run_started(run), "the new run was being written in the folder"
 
     # The next call on the folder puts the old run back (no epoch of the new one ended): neither run is lost.
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="resume=True"):
         nin_keras.train(nin_keras.build_nin(10, variant="mnist", input_shape=helpers.DIGITS_SHAPE,
                                             width_multiplier=0.1), digits[0], epochs=1, out_dir=run, verbose=0)
     assert _tree(run) == old, "the old run is byte for byte what it was"

@@ -244,6 +244,7 @@ def test_verify_export_writes_both_reports(digits_artifacts, digits_test, tmp_pa
     assert by_name["model_edgetpu.tflite"]["accuracy"] is None and by_name["model_edgetpu.tflite"]["error"]
     assert all(row["latency_ms_batch1_median"] > 0 for row in rows[:-1])
     assert report["machine"]["cores"] >= 1 and report["dataset"]["num_examples"] == len(digits_test[1])
+    assert report["dataset"]["name"] == "arrays" and "num_classes" not in report["dataset"]  # what as_splits knows
 
     markdown = (out / "report.md").read_text()
     assert "| artifact | size | precision |" in markdown

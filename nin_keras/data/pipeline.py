@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from nin_keras.checks import check_float, check_int
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import as_splits
 from nin_keras.errors import InvalidInputError
 
 
@@ -103,11 +103,10 @@ def augment_dataset(dataset, augmentation: Augmentation, *, seed: int = 0):
 def measure_pipeline_throughput(dataset, *, steps: int = 50, warmup: int = 2) -> float:
     """Images per second a pipeline delivers on its own (no model): times `steps` batches after a warm-up.
 
-    Accepts a batched `tf.data.Dataset` of (images, labels) or a DatasetSplits (its train pipeline). The
+    Accepts any form `as_splits` takes (a DatasetSplits gives its train pipeline; arrays are batched). The
     dataset is repeated if it has fewer than `warmup + steps` batches.
     """
-    if isinstance(dataset, DatasetSplits):
-        dataset = dataset.train
+    dataset = as_splits(dataset).train  # the one adapter: a DatasetSplits gives its train pipeline
     steps = check_int("steps", steps, minimum=1)
     warmup = check_int("warmup", warmup, minimum=0)
     iterator = iter(dataset.repeat())

@@ -74,6 +74,7 @@ class EvalData:
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         splits = as_splits(data, split="test", batch_size=self.batch_size)
         self.num_classes, self.name = splits.num_classes, splits.name
+        self.input_shape = tuple(splits.input_shape or ())
         self._size = (splits.info or {}).get("size")  # arrays: known without reading them
         self._dataset = splits.split("test")
         self._first = None

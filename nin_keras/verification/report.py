@@ -16,7 +16,6 @@ from pathlib import Path
 
 from nin_keras import _atomic
 from nin_keras.checks import check_path
-from nin_keras.data.splits import DatasetSplits
 from nin_keras.display import progress_to
 from nin_keras.errors import IncompatibleModelError, MissingFileError, one_line
 from nin_keras.export_layout import (
@@ -128,7 +127,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
     report = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "folder": str(out_dir),
-        "dataset": _describe_data(data, num_examples),
+        "dataset": _describe_data(source, num_examples),
         "machine": machine_facts(threads=threads, gpus=False),
         "reference": reference_name,
         "timing": {"runs": runs, "threads": threads},
@@ -207,12 +206,12 @@ def _read_edgetpu_check(out_dir: Path):
         return {"error": f"unreadable {EDGETPU_CHECK_FILE}: {error}"}
 
 
-def _describe_data(data, count: int) -> dict:
-    if isinstance(data, DatasetSplits):
-        return {"name": data.name, "split": "test", "num_examples": count, "num_classes": data.num_classes,
-                "input_shape": list(data.input_shape)}
-    kind = "numpy arrays (images, labels)" if isinstance(data, (tuple, list)) else type(data).__name__
-    return {"name": kind, "split": "test", "num_examples": count}
+def _describe_data(source: EvalData, count: int) -> dict:
+    """report.json's "dataset": what `EvalData` (the one adapter behind it) knows of the data."""
+    described = {"name": source.name, "split": "test", "num_examples": count}
+    if source.num_classes is not None:
+        described.update(num_classes=source.num_classes, input_shape=list(source.input_shape))
+    return described
 
 
 def _edgetpu_summary(check) -> str | None:

@@ -13,6 +13,10 @@ class InvalidInputError(NinKerasError, ValueError):
     """An argument, file or dataset that cannot be used as given."""
 
 
+class MissingDependencyError(InvalidInputError, ImportError):
+    """An optional package is not installed (the message says what to pip install)."""
+
+
 class IncompatibleModelError(InvalidInputError):
     """A model that does not fit what it is used with (input shape, class count, layer types)."""
 

@@ -16,6 +16,7 @@ from nin_keras.models.builder import (
     build_nin,
     minimum_input_size,
     variant_of,
+    with_input_size,
 )
 from nin_keras.models.io import load_model, save_model
 from nin_keras.models.layers import FusedBatchNormalization
@@ -57,4 +58,5 @@ __all__ = [
     "outputs_probabilities",
     "save_model",
     "variant_of",
+    "with_input_size",
 ]

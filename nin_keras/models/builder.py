@@ -43,7 +43,9 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
         num_classes: number of classes. Defaults to 10.
         variant: one of `nin_keras.list_variants()`: "cifar", "mnist", "imagenet", "d2l". Defaults to "cifar".
         input_shape: (height, width, channels). Defaults to the variant's (cifar 32x32x3, mnist 28x28x1,
-            imagenet 224x224x3, d2l 224x224x1); must be at least the variant's minimum size.
+            imagenet 224x224x3, d2l 224x224x1); must be at least the variant's minimum size. Height and width
+            may be None, as in keras.applications: the model then takes any size at least the minimum
+            (export needs a static size: `with_input_size`).
         width_multiplier: scales every hidden width (never the class layer) for smaller, faster models.
             Defaults to 1.0.
         batch_norm: BatchNormalization after every convolution (as in the well-known Torch port); the
@@ -89,7 +91,8 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
     final_relu = batch_norm if final_relu is None else bool(final_relu)
 
     shape = _resolve_input_shape(preset, input_shape, input_tensor)
-    _check_fits_in_memory(preset, shape, num_classes, width_multiplier, batch_norm=batch_norm,
+    sized = tuple(default if side is None else side for side, default in zip(shape, preset.input_shape))
+    _check_fits_in_memory(preset, sized, num_classes, width_multiplier, batch_norm=batch_norm,
                           include_top=include_top, preprocessing=preprocessing)
     if input_tensor is None:
         inputs = keras.Input(shape=shape, name=INPUT_NAME)
@@ -303,14 +306,75 @@ def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[
             f"input_shape must have rank 3, (height, width, channels); received {shape!r} "
             f"(rank {len(shape)})."
         )
-    shape = tuple(check_int(f"input_shape {shape!r}: each entry (a static size)", value, minimum=1)
-                  for value in shape)
+    # As keras.applications: height and width may be None (any size at least the minimum, as GAP allows).
+    what = f"input_shape {shape!r}: height and width (an integer, or None for any size) and channels"
+    shape = tuple(None if value is None and index < 2 else check_int(what, value, minimum=1)
+                  for index, value in enumerate(shape))
     height, width, _ = shape
     minimum = minimum_input_size(preset.name)
-    if min(height, width) < minimum:
+    if min(side for side in (height, width, minimum) if side is not None) < minimum:
         raise ValueError(
             f"input_shape {shape!r} is too small for variant {preset.name!r}: its downsampling needs at "
             f"least {minimum}x{minimum}."
         )
-    return tuple(int(v) for v in shape)
+    return shape
 
+
+
+def with_input_size(model: keras.Model, input_size=None) -> keras.Model:
+    """`model` at a static input size: exports (TFLite, SavedModel, ONNX) need one.
+
+    Args:
+        model: a Keras image classifier, e.g. `build_nin(input_shape=(None, None, 3))`.
+        input_size: None (keep the model's size), a side (32), (height, width) or "HxW" / "H" (the CLI's
+            --input-size). A model with None height or width and no `input_size` is refused.
+
+    Returns:
+        `model` itself when its size is static and `input_size` is None; else a copy built at the size with
+        the same layers and weights.
+
+    Raises:
+        InvalidInputError: a None-size model without `input_size`, a bad size, or one below the variant's
+            minimum.
+    """
+    height, width, channels = tuple(model.inputs[0].shape[1:])
+    if input_size is None:
+        if height is None or width is None:
+            raise InvalidInputError(
+                f"Model {model.name!r} takes images of any size ({height}x{width}x{channels}); exporting needs a "
+                "static size: pass input_size=(height, width) (CLI: --input-size HxW), e.g. the training size."
+            )
+        return model
+    size = _parse_size(input_size)
+    variant = variant_of(model)
+    minimum = minimum_input_size(variant) if variant is not None else 1
+    if min(size) < minimum:
+        raise InvalidInputError(f"input_size {size[0]}x{size[1]} is too small for this {variant} model: its "
+                                f"downsampling needs at least {minimum}x{minimum}.")
+    if (height, width) == size:
+        return model
+    inputs = keras.Input(shape=(*size, channels), name=model.inputs[0].name or INPUT_NAME)
+    clone = keras.models.clone_model(model, input_tensors=inputs)
+    clone.set_weights(model.get_weights())  # same layers in the same order: the weights line up
+    for layer in clone.layers:
+        if hasattr(layer, "finalize_state"):  # adapted Normalization derives its tensors from its weights
+            layer.finalize_state()
+    return clone
+
+
+def _parse_size(input_size) -> tuple[int, int]:
+    """(height, width) from 32, (32, 32) or "32x32" / "32"."""
+    if isinstance(input_size, str):
+        input_size = input_size.lower().split("x")
+    sides = [input_size] if not isinstance(input_size, (tuple, list)) else list(input_size)
+    if len(sides) == 1:
+        sides = sides * 2
+    try:
+        size = tuple(int(side) for side in sides)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < 1 or any(str(side).strip() != str(int_side)
+                                                   for side, int_side in zip(sides, size)):
+        raise InvalidInputError(f"input_size must be a side or height x width in pixels (32, (32, 32) or "
+                                f"'32x32'); received {input_size!r}.")
+    return size

@@ -120,3 +120,43 @@ def test_model_core_runs_on_jax_without_tensorflow(tmp_path):
     assert "nin-keras evaluate: error: nin-keras needs TensorFlow" in result.stderr
     assert "Traceback" not in result.stderr
     assert report["tensorflow_imported"] == []
+
+
+def write_idx_dataset(folder, train: int = 48, test: int = 16, seed: int = 0):
+    """The four Fashion-MNIST files in their real format (gzipped IDX), with random 28x28 images."""
+    import gzip
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for prefix, count in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        for kind, array, code in (("images-idx3", images, 3), ("labels-idx1", labels, 1)):
+            header = bytes([0, 0, 8, code]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+            (folder / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    return folder
+
+
+def test_benchmark_backends_tool_on_jax(tmp_path):
+    """tools/benchmark_backends.py times steps and trains to accuracy on jax, TensorFlow blocked; no torch here."""
+    tool = "import runpy, sys; sys.argv = ['benchmark_backends.py', *sys.argv[1:]]; " \
+           "runpy.run_path('tools/benchmark_backends.py', run_name='__main__')"
+    common = ["--backend", "jax", "--batch-size", "8", "--width", "0.05"]
+    speed = run_without_tensorflow(BLOCK_TENSORFLOW + tool, *common, "--steps", "2", "--warmup-steps", "1",
+                                   "--precision", "bfloat16", "--json", tmp_path / "speed.json")
+    assert speed.returncode == 0, speed.stderr[-3000:]
+    assert speed.stdout.strip().splitlines()[-1].startswith("train_images_per_s=")
+    result = json.loads((tmp_path / "speed.json").read_text())
+    assert result["mode"] == "speed" and result["train_images_per_s"] > 0 and result["peak_memory_bytes"] > 0
+    assert result["precision"] == "bfloat16" and result["tensorflow_imported"] is False
+
+    data = write_idx_dataset(tmp_path)
+    accuracy = run_without_tensorflow(BLOCK_TENSORFLOW + tool, *common, "--data-dir", data, "--epochs", "2",
+                                      "--json", tmp_path / "tta.json")
+    assert accuracy.returncode == 0, accuracy.stderr[-3000:]
+    result = json.loads((tmp_path / "tta.json").read_text())
+    assert result["mode"] == "time_to_accuracy" and result["variant"] == "mnist"
+    assert result["train_images"] == 48 and result["test_images"] == 16
+    assert len(result["test_accuracy_by_epoch"]) == 2 and "recipe budget" in result["recipe"]
+    assert "seconds_to_92" in result and "seconds_to_93" in result

@@ -117,7 +117,7 @@ def load_recipes():
 class StepTimer:
     """A keras callback factory: times[k] = end of step k (times[0] = start); each step waits for its loss."""
 
-    def __init__(self, keras):
+    def __init__(self, keras, on_epoch=None):
         times = self.times = []
         self.evaluating = []  # (start, end) of each evaluation, to leave out of training time
         self.epochs = []  # (end time, logs) of each epoch
@@ -139,6 +139,8 @@ class StepTimer:
 
             def on_epoch_end(self, epoch, logs=None):
                 owner.epochs.append((time.perf_counter(), dict(logs or {})))
+                if on_epoch is not None:
+                    on_epoch(owner)
 
         self.callback = _Callback()
 
@@ -182,7 +184,7 @@ def speed(keras, nin_keras_models, args) -> dict:
             "step_ms_median": statistics.median(step_ms), "seconds": elapsed, "params": model.count_params()}
 
 
-def time_to_accuracy(keras, nin_keras_models, args) -> dict:
+def time_to_accuracy(keras, nin_keras_models, args, base: dict) -> dict:
     """Trains the mnist variant on Fashion-MNIST with the budget recipe; when did test accuracy reach TARGETS?"""
     import numpy as np
 
@@ -206,13 +208,21 @@ def time_to_accuracy(keras, nin_keras_models, args) -> dict:
     model = build_model(keras, nin_keras_models, args, dropout_rate=0.5 if plan.dropout is None else plan.dropout)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=plan.recipe.label_smoothing)
     compile_model(keras, model, recipes.make_optimizer(plan), args, loss=loss)
-    timer = StepTimer(keras)
-    start = time.perf_counter()
-    model.fit(x_train, one_hot[y_train], batch_size=args.batch_size, epochs=args.epochs, verbose=0,
-              validation_data=(x_test, one_hot[y_test]), callbacks=[timer.callback])
     result = {"mode": "time_to_accuracy", "recipe": plan.describe(), "epochs": args.epochs,
               "train_images": len(x_train), "test_images": len(x_test), "params": model.count_params(),
-              "test_accuracy_by_epoch": [], "augmentation": "none (the recipe's is a tf.data pipeline)"}
+              "augmentation": "none (the recipe's is a tf.data pipeline)"}
+    start = time.perf_counter()
+    # After each epoch the figures so far go to --json, so a run stopped by a time limit still reports.
+    timer = StepTimer(keras, on_epoch=lambda t: args.json and _write(args.json, {
+        **base, **accuracy_figures(result, t, start, len(x_train)), "partial": True}))
+    model.fit(x_train, one_hot[y_train], batch_size=args.batch_size, epochs=args.epochs, verbose=0,
+              validation_data=(x_test, one_hot[y_test]), callbacks=[timer.callback])
+    return accuracy_figures(result, timer, start, len(x_train))
+
+
+def accuracy_figures(result: dict, timer: StepTimer, start: float, train_images: int) -> dict:
+    """`result` with the accuracy of each epoch so far, the times to TARGETS and the throughput."""
+    result = {**result, "test_accuracy_by_epoch": []}
     for end, logs in timer.epochs:
         evaluation = sum(b - a for a, b in timer.evaluating if b is not None and b <= end + 1e-6)
         accuracy = float(logs.get("val_accuracy", float("nan")))
@@ -229,7 +239,7 @@ def time_to_accuracy(keras, nin_keras_models, args) -> dict:
     durations = [b - a - sum(e - s for s, e in timer.evaluating if e is not None and a <= s <= b)
                  for a, b in zip(epoch_ends, epoch_ends[1:])]
     timed = durations[1:] or durations
-    result["train_images_per_s"] = len(x_train) * len(timed) / max(sum(timed), 1e-9)
+    result["train_images_per_s"] = train_images * len(timed) / max(sum(timed), 1e-9)
     result["final_test_accuracy"] = result["test_accuracy_by_epoch"][-1]
     return result
 
@@ -255,7 +265,7 @@ def main(argv=None) -> int:
     nin_keras_models = importlib.import_module("nin_keras.models")
     result.update(available=True, keras=keras.__version__, backend_version=getattr(module, "__version__", None),
                   steps=args.steps, warmup_steps=args.warmup_steps, **device_info(args.backend, module))
-    result.update(time_to_accuracy(keras, nin_keras_models, args) if args.data_dir
+    result.update(time_to_accuracy(keras, nin_keras_models, args, dict(result)) if args.data_dir
                   else speed(keras, nin_keras_models, args))
     result.update(peak_memory(args.backend, module))
     result["tensorflow_imported"] = "tensorflow" in sys.modules

@@ -355,3 +355,25 @@ def test_any_input_size_as_keras_applications(tmp_path):
     imagenet = nin_keras.build_nin(3, variant="imagenet", input_shape=(None, None, 3), width_multiplier=0.05)
     with pytest.raises(InvalidInputError, match="at least 11x11"):
         with_input_size(imagenet, 10)
+
+
+def test_build_with_weights_from_a_file(tmp_path):
+    """weights= takes a .weights.h5 or .keras file of the same architecture (any input size) and refuses others."""
+    from nin_keras.errors import IncompatibleModelError, InvalidInputError
+
+    trained = nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1)
+    trained.set_weights([w + 0.01 * i for i, w in enumerate(trained.get_weights())])
+    trained.save_weights(tmp_path / "nin.weights.h5")
+    nin_keras.save_model(trained, tmp_path / "nin.keras")
+    images = random_images(2, (16, 16, 3))
+    for source in ("nin.weights.h5", "nin.keras"):
+        model = nin_keras.build_nin(10, input_shape=(None, None, 3), width_multiplier=0.1,
+                                    weights=tmp_path / source)
+        np.testing.assert_allclose(model.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-5)
+        with pytest.raises(IncompatibleModelError, match="do not fit"):
+            nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.2, weights=tmp_path / source)
+    with pytest.raises(FileNotFoundError):
+        nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1, weights=tmp_path / "missing.keras")
+    (tmp_path / "nin.h5").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match=".weights.h5 or .keras"):
+        nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1, weights=tmp_path / "nin.h5")

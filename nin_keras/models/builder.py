@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 
 from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.formatting import format_size
 from nin_keras.machine import total_memory_bytes
 from nin_keras.models.blocks import mlpconv_block
+from nin_keras.models.io import load_model
 from nin_keras.models.presets import CLASSES, PRESETS, MlpconvSpec, NINPreset, get_preset
 from nin_keras.models.whitening import GCNZCAWhitening
 
@@ -25,7 +27,7 @@ GAP_LAYER_NAME = "gap"
 def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None, width_multiplier: float = 1.0,
               batch_norm: bool = True, dropout_rate: float = 0.5, include_top: bool = True, pooling=None,
               classifier_activation="softmax", preprocessing="rescale", input_tensor=None, final_relu=None,
-              name: str | None = None) -> keras.Model:
+              name: str | None = None, weights=None) -> keras.Model:
     """Builds a Network In Network image classifier (a Keras 3 functional model).
 
     Reference:
@@ -68,6 +70,9 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
             on with BN; off without BN, because the paper's ReLU-before-GAP with lr 0.1 is the known cause of
             runs stuck at loss ln(num_classes). Pass True with `batch_norm=False` for the exact paper net.
         name: model name. Defaults to "nin_<variant>".
+        weights: None (random initialisation) or the path of a `.weights.h5` or `.keras` file whose weights
+            fit this architecture (same variant, widths, classes, BN and preprocessing; any input size).
+            Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -139,7 +144,50 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    return keras.Model(inputs, x, name=name or f"nin_{variant}")
+    model = keras.Model(inputs, x, name=name or f"nin_{variant}")
+    if weights is not None:
+        load_weights_into(model, weights)
+    return model
+
+
+def load_weights_into(model: keras.Model, path) -> None:
+    """Sets `model`'s weights from a `.weights.h5` or `.keras` file, refusing one of another architecture.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InvalidInputError: neither a .weights.h5 nor a .keras file.
+        IncompatibleModelError: the file's weights do not fit the model (the message says where they differ).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    arrays = shapes = None
+    if path.suffix == ".keras":
+        arrays = load_model(path).get_weights()
+        shapes = [tuple(array.shape) for array in arrays]
+    elif not path.name.endswith(".weights.h5"):
+        raise InvalidInputError(f"weights must be a .weights.h5 or .keras file; received {path}.")
+    expected = [tuple(v.shape) for v in model.get_weights()]
+    if shapes is not None and shapes != expected:
+        first = next((i for i, (a, b) in enumerate(zip(shapes, expected)) if a != b), min(len(shapes), len(expected)))
+        raise IncompatibleModelError(
+            f"The weights in {path} do not fit this {model.name} model: {len(shapes)} arrays vs {len(expected)}, "
+            f"first difference at array {first} ({shapes[first] if first < len(shapes) else 'none'} vs "
+            f"{expected[first] if first < len(expected) else 'none'}). Build the model with the file's variant, "
+            "width, classes, batch_norm and preprocessing."
+        )
+    try:
+        if arrays is None:
+            model.load_weights(path)  # Keras checks each layer's weights against the file's
+        else:
+            model.set_weights(arrays)
+    except (ValueError, KeyError, OSError) as error:
+        raise IncompatibleModelError(f"The weights in {path} do not fit this {model.name} model: "
+                                     f"{' '.join(str(error).split())[:300]}. Build the model with the file's "
+                                     "variant, width, classes, batch_norm and preprocessing.") from None
+    for layer in model.layers:
+        if hasattr(layer, "finalize_state"):  # adapted Normalization derives its tensors from its weights
+            layer.finalize_state()
 
 
 def estimate_size(variant: str, input_shape, num_classes: int, width_multiplier: float = 1.0, *,

@@ -160,3 +160,37 @@ def test_benchmark_backends_tool_on_jax(tmp_path):
     assert result["train_images"] == 48 and result["test_images"] == 16
     assert len(result["test_accuracy_by_epoch"]) == 2 and "recipe budget" in result["recipe"]
     assert "seconds_to_92" in result and "seconds_to_93" in result
+
+
+JAX_HALF = BLOCK_TENSORFLOW + '''
+import sys
+import numpy as np
+import nin_keras
+model = nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1)
+images = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+model.fit(images, np.arange(8) % 10, batch_size=8, epochs=1, verbose=0)  # moving statistics away from 0 and 1
+nin_keras.save_model(model, sys.argv[1] + "/jax.keras")
+np.save(sys.argv[1] + "/images.npy", images)
+np.save(sys.argv[1] + "/jax_predictions.npy", np.asarray(model.predict(images, verbose=0)))
+'''
+
+
+@pytest.mark.slow
+def test_a_jax_model_loads_and_exports_under_tensorflow(tmp_path):
+    """A .keras file saved on JAX (no TensorFlow) loads here on TensorFlow and converts to TFLite, agreeing."""
+    import numpy as np
+
+    from helpers import run_tflite
+
+    import nin_keras
+    from nin_keras.exporting import to_tflite
+
+    jax_half = run_without_tensorflow(JAX_HALF, tmp_path)
+    assert jax_half.returncode == 0, jax_half.stderr[-3000:]
+    images, expected = np.load(tmp_path / "images.npy"), np.load(tmp_path / "jax_predictions.npy")
+    model = nin_keras.load_model(tmp_path / "jax.keras")
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, atol=1e-4)
+    litert = run_tflite(to_tflite(model, "float32"), images)
+    assert (litert.argmax(-1) == expected.argmax(-1)).all()
+    assert np.abs(litert - expected).max() <= 1e-4

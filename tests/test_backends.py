@@ -194,3 +194,22 @@ def test_a_jax_model_loads_and_exports_under_tensorflow(tmp_path):
     litert = run_tflite(to_tflite(model, "float32"), images)
     assert (litert.argmax(-1) == expected.argmax(-1)).all()
     assert np.abs(litert - expected).max() <= 1e-4
+
+
+def test_time_to_accuracy_figures(monkeypatch):
+    """Times to 92%/93% are training time (evaluations left out) at the first epoch reaching them."""
+    from types import SimpleNamespace
+
+    from helpers import load_tool
+
+    tool = load_tool("benchmark_backends", monkeypatch)
+    # Three epochs of 10 s each, each followed by a 2 s evaluation inside the epoch; start at t=100.
+    timer = SimpleNamespace(times=[100.0], evaluating=[[108, 110], [118, 120], [128, 130]],
+                            epochs=[(110, {"val_accuracy": 0.90}), (120, {"val_accuracy": 0.925}),
+                                    (130, {"val_accuracy": 0.95})])
+    figures = tool.accuracy_figures({}, timer, 100.0, train_images=800)
+    assert figures["test_accuracy_by_epoch"] == [0.90, 0.925, 0.95]
+    assert figures["seconds_to_92"] == 16 and figures["wall_seconds_to_92"] == 20
+    assert figures["seconds_to_93"] == 24 and figures["wall_seconds_to_93"] == 30
+    assert figures["train_images_per_s"] == 100  # 800 images in 8 s, the first (compiling) epoch left out
+    assert figures["final_test_accuracy"] == 0.95

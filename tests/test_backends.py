@@ -213,3 +213,27 @@ def test_time_to_accuracy_figures(monkeypatch):
     assert figures["seconds_to_93"] == 24 and figures["wall_seconds_to_93"] == 30
     assert figures["train_images_per_s"] == 100  # 800 images in 8 s, the first (compiling) epoch left out
     assert figures["final_test_accuracy"] == 0.95
+
+
+TRAIN_ON_JAX = '''
+import json, sys
+import keras
+import nin_keras
+data = nin_keras.load_dataset("digits", batch_size=64)  # tf.data pipelines feed any Keras backend
+model = nin_keras.build_nin(10, variant="mnist", input_shape=(8, 8, 1), width_multiplier=0.25)
+result = nin_keras.train(model, data, epochs=1, out_dir=sys.argv[1] + "/run", verbose=0, tensorboard=False)
+print(json.dumps({"backend": keras.backend.backend(), "test": result.test}))
+'''
+
+
+@pytest.mark.slow
+def test_train_on_jax_with_tf_data(tmp_path):
+    """nin_keras.train (tf.data input, run folder, test evaluation) on the JAX backend, TensorFlow installed."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": FAST_XLA_COMPILES}
+    result = subprocess.run([sys.executable, "-c", TRAIN_ON_JAX, str(tmp_path)], capture_output=True, text=True,
+                            env=env, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax" and report["test"] is not None
+    assert (tmp_path / "run").is_dir()

@@ -37,6 +37,7 @@ _EXPORTS = {
     "load_dataset": "nin_keras.data",
     "list_datasets": "nin_keras.data",
     "DatasetSplits": "nin_keras.data",
+    "as_splits": "nin_keras.data",
     # training
     "train": "nin_keras.training",
     "benchmark_training": "nin_keras.training",

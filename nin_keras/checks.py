@@ -11,7 +11,7 @@ import math
 import numbers
 from pathlib import Path
 
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, MissingFileError, NotAFileError, NotAFolderError
 
 # Upper bounds of counts, far beyond any real use and low enough that what TensorFlow makes of them fits its
 # integer tensors (a count past int64 does not convert; Keras' learning-rate schedules count steps in int32).
@@ -72,11 +72,11 @@ def check_path(what: str, path, *, kind: str) -> Path:
     check_choice("kind", kind, ("file", "folder"))
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFileError(f"{what} not found: {path}")
     if kind == "file" and path.is_dir():
-        raise IsADirectoryError(f"{what} {path} is a folder, not a file.")
+        raise NotAFileError(f"{what} {path} is a folder, not a file.")
     if kind == "folder" and not path.is_dir():
-        raise NotADirectoryError(f"{what} {path} is a file, not a folder.")
+        raise NotAFolderError(f"{what} {path} is a file, not a folder.")
     return path
 
 

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nin_keras.checks import check_choice
+from nin_keras.errors import InvalidInputError
 
 OUTPUT_KINDS = ("notebook", "terminal", "plain")
 VERBOSITY = ("auto", 0, 1, 2, True, False)  # `verbose` as Keras' fit takes it
@@ -73,7 +74,7 @@ class ProgressDisplay:
         self.stream = sys.stdout if stream is None else stream
         self.kind = kind or output_kind(self.stream)
         if self.kind not in OUTPUT_KINDS:
-            raise ValueError(f"kind must be one of {OUTPUT_KINDS}; received {kind!r}.")
+            raise InvalidInputError(f"kind must be one of {OUTPUT_KINDS}; received {kind!r}.")
         self.enabled = enabled
         self.lines: list[str] = []
         self._task = None

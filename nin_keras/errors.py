@@ -1,8 +1,14 @@
-"""Exceptions the package raises for problems a user can fix.
+"""Exceptions the package raises for problems a user can fix, and `one_line` to print any error on one line.
 
-Bad input raises `ValueError` / `FileNotFoundError` (or these subclasses of them), with a message that names
-the problem and the fix. The CLI turns any of them into one line on stderr and exit code 2.
+Every error a user can cause (a bad argument, file, dataset or model) is a `NinKerasError`, with a message
+that names the problem and the fix, so `except NinKerasError` catches them all. Each also inherits the builtin
+it refines (`InvalidInputError` is a `ValueError`, `MissingFileError` a `FileNotFoundError`, ...), so code
+written against the builtins keeps working. Messages name the Python arguments (`pass overwrite=True`); the
+CLI prints them with its own flags (`--overwrite`). The CLI turns any of them into one line on stderr and exit
+code 2; any other exception there is reported as a bug.
 """
+
+from __future__ import annotations
 
 
 class NinKerasError(Exception):
@@ -11,10 +17,6 @@ class NinKerasError(Exception):
 
 class InvalidInputError(NinKerasError, ValueError):
     """An argument, file or dataset that cannot be used as given."""
-
-
-class MissingDependencyError(InvalidInputError, ImportError):
-    """An optional package is not installed (the message says what to pip install)."""
 
 
 class IncompatibleModelError(InvalidInputError):
@@ -27,3 +29,37 @@ class ConversionError(NinKerasError, RuntimeError):
 
 class UnsafeFileError(InvalidInputError):
     """A file that would run code when loaded (a pickle with a code payload, a Lambda layer, ...)."""
+
+
+class MissingFileError(InvalidInputError, FileNotFoundError):
+    """A file or folder the user named (or that a run folder should hold) does not exist."""
+
+
+class NotAFolderError(InvalidInputError, NotADirectoryError):
+    """A path that should be a folder is a file."""
+
+
+class NotAFileError(InvalidInputError, IsADirectoryError):
+    """A path that should be a file is a folder."""
+
+
+class OutputExistsError(InvalidInputError, FileExistsError):
+    """An output folder already exists and replacing it was not asked for."""
+
+
+class MissingDependencyError(InvalidInputError, ImportError):
+    """An optional package is not installed (the message says what to pip install)."""
+
+
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """`error`'s message on one line: whitespace runs (newlines included) become one space.
+
+    Args:
+        error: any exception.
+        limit: keep at most this many characters (None: all).
+
+    Returns:
+        The message, or the exception's type name when the message is empty.
+    """
+    message = " ".join(str(error).split())[:limit]
+    return message or type(error).__name__

@@ -1,7 +1,9 @@
-"""The export folder's file names: what the exporter writes and the verifier reads, named in one place.
+"""The export targets and the export folder's file names: what the exporter writes and the verifier reads.
 
-Exporting (which writes these files) and verification (which finds and checks them) both read this table, so
-neither stage imports the other and the two never disagree about a name.
+Exporting (which writes these files), verification (which finds and checks them) and the command line (whose
+help lists them without importing TensorFlow) all read `TARGET_SPECS`, so neither stage imports the other and
+none of them disagrees about a target, a file name or what a target needs. `nin_keras.exporting` attaches one
+writer function to each spec (`nin_keras.EXPORT_TARGETS`).
 
     model.keras                  keras target
     saved_model/1/               saved_model target (TF Serving's numbered version folders)
@@ -16,19 +18,73 @@ neither stage imports the other and the two never disagree about a name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from collections.abc import Mapping
+from importlib.util import find_spec
+from typing import ClassVar
 
-# Export target -> its file (or folder) inside the export folder, in the order reports list them.
-TARGET_FILES: "OrderedDict[str, str]" = OrderedDict(
-    keras="model.keras",
-    saved_model="saved_model/1",
-    onnx="model.onnx",
-    tflite_float32="model_float32.tflite",
-    tflite_float16="model_float16.tflite",
-    tflite_dynamic="model_dynamic.tflite",
-    tflite_int8="model_int8.tflite",
-    edgetpu="model_edgetpu_ready.tflite",
+
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """The facts of one export target.
+
+    Attributes:
+        name: the target's name (`--targets`, manifest.json, report rows).
+        file: its file (or folder) inside the export folder.
+        description: what the file holds (manifest.json, the TFLite metadata, the CLI's help).
+        clients: which clients take the file (README's table and report.md say it).
+        needs_data: full-integer: needs representative (calibration) data.
+        requires: modules of an optional dependency the target needs (imported by name).
+        extra: the pip extra that installs `requires`.
+    """
+
+    name: str
+    file: str
+    description: str
+    clients: str
+    needs_data: bool = False
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
+    def missing(self) -> str | None:
+        """Why this target cannot be exported here (its optional dependency is not installed), or None."""
+        absent = [module for module in self.requires if find_spec(module) is None]
+        if not absent:
+            return None
+        return f"{', '.join(absent)} not installed here: pip install 'nin-keras[{self.extra}]'"
+
+
+def _specs(*specs: TargetSpec) -> "OrderedDict[str, TargetSpec]":
+    return OrderedDict((spec.name, spec) for spec in specs)
+
+
+# Every export target, in the order exports write them and reports list them.
+TARGET_SPECS: "OrderedDict[str, TargetSpec]" = _specs(
+    TargetSpec("keras", "model.keras", "Keras 3 model, float32 weights",
+               "Keras 3 on any backend (plain keras.saving.load_model; no nin-keras needed)"),
+    TargetSpec("saved_model", "saved_model/1",
+               "TF Serving SavedModel, signature serving_default: image float32 [N,H,W,C] raw pixels -> "
+               "probabilities [N,classes], class_id [N]",
+               "TF Serving (GPU or CPU servers), TensorFlow"),
+    TargetSpec("onnx", "model.onnx", "ONNX, float32: image [N,H,W,C] raw pixels -> probabilities [N,classes]",
+               "onnxruntime (CPU, CUDA, TensorRT), NVIDIA Triton, other ONNX runtimes",
+               requires=("tf2onnx", "onnx", "onnxruntime"), extra="onnx"),
+    TargetSpec("tflite_float32", "model_float32.tflite", "float32 weights and I/O",
+               "LiteRT anywhere; MediaPipe Tasks (RGB models)"),
+    TargetSpec("tflite_float16", "model_float16.tflite",
+               "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it",
+               "LiteRT with Android's GPU delegate; MediaPipe Tasks (RGB models)"),
+    TargetSpec("tflite_dynamic", "model_dynamic.tflite", "int8 weights, float activations, float32 I/O",
+               "LiteRT on CPU; MediaPipe Tasks (RGB models)"),
+    TargetSpec("tflite_int8", "model_int8.tflite", "full integer, int8 input/output (QAT or PTQ)",
+               "LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)", needs_data=True),
+    TargetSpec("edgetpu", "model_edgetpu_ready.tflite",
+               "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
+               "Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)", needs_data=True),
 )
+# Export target -> its file (or folder), read from TARGET_SPECS.
+TARGET_FILES: "OrderedDict[str, str]" = OrderedDict((name, spec.file) for name, spec in TARGET_SPECS.items())
 # edgetpu_compiler names its output after its input: model_edgetpu_ready.tflite -> model_edgetpu_ready_edgetpu.tflite.
 EDGETPU_COMPILED_GLOB = "*_edgetpu.tflite"
 EDGETPU_COMPILED_TARGET = "edgetpu_compiled"
@@ -38,3 +94,116 @@ MANIFEST_FILE = "manifest.json"
 GPU_COMPATIBILITY_FILE = "gpu_compatibility.txt"
 EDGETPU_CHECK_FILE = "edgetpu_check.json"
 REPORT_FILES = ("report.json", "report.md")
+
+
+def targets_help() -> str:
+    """What `--targets` takes, from `TARGET_SPECS`: every name, which need data, which need an extra."""
+    needs_data = [name for name, spec in TARGET_SPECS.items() if spec.needs_data]
+    extras = [f"{name} needs the [{spec.extra}] extra" for name, spec in TARGET_SPECS.items() if spec.extra]
+    return (f"comma-separated: all, {', '.join(TARGET_SPECS)} (default all: every target whose dependencies are "
+            f"installed; {' and '.join(needs_data)} need --dataset; {'; '.join(extras)})")
+
+
+def targets_description() -> str:
+    """One line per target (name, file, description), from `TARGET_SPECS`, for the export command's help."""
+    width = max(map(len, TARGET_SPECS))
+    return "\n".join(f"  {name:<{width}}  {spec.file}: {spec.description}" for name, spec in TARGET_SPECS.items())
+
+
+class Record(Mapping):
+    """A frozen dataclass that also reads like the dict it is written as (`record["file"]`, `.get`, `in`).
+
+    Subclasses are frozen dataclasses; `to_dict()` is their JSON form. Fields named in `_OPTIONAL` are left
+    out of it while None; a field `details` (a dict) is merged into it as it is.
+    """
+
+    _OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict:
+        """The record as plain JSON-ready values (nested records as dicts), in field order."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "details":
+                out.update({key: _plain(item) for key, item in value.items()})
+            elif value is not None or field.name not in self._OPTIONAL:
+                out[field.name] = _plain(value)
+        return out
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+def _plain(value):
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class ManifestEntry(Record):
+    """One target's entry in manifest.json: its file, size and I/O, and what is particular to the target.
+
+    Attributes:
+        target: the target's name.
+        file: its file (or folder) in the export folder.
+        size_bytes: bytes on disk (a folder: every file below it).
+        description: the target's description (`TargetSpec.description`).
+        input: name, dtype, shape and quantization of the input; None where not recorded (keras).
+        output: the same of the output; None where not recorded.
+        details: target-specific findings as written (ops, precision, metadata, GPU or Edge TPU checks, ...).
+        seconds: how long writing it took.
+    """
+
+    _OPTIONAL: ClassVar[tuple[str, ...]] = ("input", "output", "seconds")
+
+    target: str
+    file: str
+    size_bytes: int
+    description: str
+    input: dict | None = None
+    output: dict | None = None
+    details: dict = dataclasses.field(default_factory=dict)
+    seconds: float | None = None
+
+    @classmethod
+    def from_dict(cls, entry: Mapping) -> "ManifestEntry":
+        """The entry as read back from a manifest.json (keys it does not name go to `details`)."""
+        named = {field.name for field in dataclasses.fields(cls)} - {"details"}
+        return cls(**{key: entry.get(key) for key in named if key in entry},
+                   details={key: value for key, value in entry.items() if key not in named})
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class Manifest(Record):
+    """manifest.json: the model, and per target what was exported (`ManifestEntry`); what "all" skipped.
+
+    Attributes:
+        model: the model's name.
+        input_shape: its input shape, without the batch.
+        num_classes: classes it tells apart.
+        labels: the class-names file (labels.txt).
+        qat: epochs, history and layers kept float of quantization-aware training; None without it.
+        representative_samples: calibration images used; None without full-integer targets.
+        targets: target name -> its entry (this export's and those kept from an earlier one).
+        skipped: target name -> why "all" left it out here (its optional dependency is not installed).
+    """
+
+    model: str
+    input_shape: list
+    num_classes: int
+    labels: str
+    qat: dict | None
+    representative_samples: int | None
+    targets: dict
+    skipped: dict

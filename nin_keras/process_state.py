@@ -60,8 +60,12 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
-    with silenced_native_stderr(), contextlib.suppress(ImportError):  # no TensorFlow (JAX, PyTorch): nothing to quiet
-        import tensorflow  # noqa: F401  # lazy: after the log level is set (its import logs from C++)
+    with silenced_native_stderr(), contextlib.suppress(ImportError):  # no TensorFlow: nothing to quiet
+        import tensorflow  # lazy: after the log level is set (its import logs from C++)
+
+        # The first device query probes CUDA, and on a machine without a GPU that logs "failed call to cuInit"
+        # from C++ whatever the log level says: probe here, once, while stderr is silenced (the result is cached).
+        tensorflow.config.list_physical_devices("GPU")
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
-"""load_dataset: digits, synthetic, image folders, splits, seeds, augmentation, GCN/ZCA, errors, check_data_fits,
-throughput, and the CLI's shared data options."""
+"""load_dataset: digits, synthetic, image folders, splits, seeds, augmentation, GCN/ZCA, errors, the as_splits
+adapter, check_data_fits, throughput, and the CLI's shared data options."""
 
 import argparse
 import subprocess
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import nin_keras
-from nin_keras.data import as_arrays, list_datasets, load_dataset, measure_pipeline_throughput
+from nin_keras.data import as_arrays, as_splits, list_datasets, load_dataset, measure_pipeline_throughput
 from nin_keras.models import check_data_fits
 from nin_keras.data.pipeline import Augmentation, augment_batch, split_validation
 from nin_keras.data.preprocessing import GCNZCA, ZCA, global_contrast_normalize
@@ -295,6 +295,87 @@ def test_folder_errors(tmp_path):
         load_dataset(f"folder:{tmp_path / 'flat'}")
     with pytest.raises(ValueError, match="lacks its path"):
         load_dataset("folder:")
+
+
+# ---------------------------------------------------------------------------------------------- as_splits
+
+_IMAGES = np.arange(10 * 4 * 4 * 1, dtype=np.uint8).reshape(10, 4, 4, 1)
+_LABELS = np.arange(10, dtype=np.int64) % 3
+
+
+def _pairs(images, labels):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+@pytest.mark.parametrize("form, batches, recorded", [
+    ("arrays", [4, 4, 2], {"size": 10, "batch_size": 4, "label_range": [0, 2]}),
+    ("arrays_3d", [4, 4, 2], {"size": 10, "batch_size": 4, "label_range": [0, 2]}),
+    ("one_hot_arrays", [4, 4, 2], {"size": 10, "batch_size": 4, "label_range": [0, 2]}),
+    ("unbatched_dataset", [4, 4, 2], {"batch_size": 4}),
+    ("batched_dataset", [5, 5], {}),
+    ("one_hot_dataset", [5, 5], {}),
+])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_as_splits_takes_the_three_forms_and_batches_by_one_rule(form, batches, recorded, split):
+    data = {
+        "arrays": lambda: (_IMAGES, _LABELS),
+        "arrays_3d": lambda: [_IMAGES[..., 0], _LABELS],
+        "one_hot_arrays": lambda: (_IMAGES, np.eye(3)[_LABELS]),
+        "unbatched_dataset": lambda: _pairs(_IMAGES, _LABELS),
+        "batched_dataset": lambda: _pairs(_IMAGES, _LABELS).batch(5),
+        "one_hot_dataset": lambda: _pairs(_IMAGES, np.eye(3, dtype="float32")[_LABELS]).batch(5),
+    }[form]()
+    splits = as_splits(data, split=split, batch_size=4)
+    assert splits.name == ("arrays" if "arrays" in form else "dataset")
+    assert splits.input_shape == (4, 4, 1) and splits.info == recorded
+    assert splits.num_classes == (3 if "one_hot" in form else None)
+    assert as_splits(data, num_classes=7).num_classes == (3 if "one_hot" in form else 7)
+    assert [splits.train is None, splits.validation is None, splits.test is None] == [split != "train", True,
+                                                                                   split != "test"]
+    pairs = list(splits.split(split).as_numpy_iterator())
+    assert [len(x) for x, _ in pairs] == batches
+    images, labels = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+    np.testing.assert_array_equal(images, _IMAGES)
+    np.testing.assert_array_equal(labels, _LABELS)
+    assert labels.dtype == np.int32  # class ids, whatever the form
+    assert as_splits(splits) is splits  # a DatasetSplits is returned as it is
+    np.testing.assert_array_equal(as_arrays(data, limit=7)[1], _LABELS[:7])
+
+
+@pytest.mark.parametrize("data, error, match", [
+    ("digits", InvalidInputError, r"DatasetSplits.*\(images, labels\) pair of arrays.*tf.data.*received a str"),
+    (None, InvalidInputError, r"received a NoneType"),
+    ((_IMAGES, _LABELS, _LABELS), InvalidInputError, r"received a tuple of 3 items"),
+    (_IMAGES, InvalidInputError, r"received a ndarray"),  # images alone: only the layer adapters take them
+    ((_IMAGES, _LABELS[:9]), InvalidInputError, "10 images but 9 labels"),
+    ((_IMAGES[:0], _LABELS[:0]), InvalidInputError, "no images"),
+    ((_IMAGES[0, 0], _LABELS), IncompatibleModelError, "4-D array.*received a 2-D array"),
+    ((_IMAGES, _LABELS + 0.5), InvalidInputError, "integer class ids"),
+    ((np.full((2, 4, 4, 1), np.nan), [0, 1]), InvalidInputError, "NaN or infinite"),
+])
+def test_as_splits_refuses_anything_else_by_name(data, error, match):
+    with pytest.raises(error, match=match):
+        as_splits(data)
+
+
+def test_as_splits_of_images_alone_of_array_splits_and_of_bad_datasets():
+    import tensorflow as tf
+
+    with pytest.raises(InvalidInputError, match=r"\(images, labels\) pairs"):
+        as_splits(tf.data.Dataset.from_tensor_slices(_IMAGES))
+    with pytest.raises(InvalidInputError, match="images have shape"):
+        as_splits(_pairs(_IMAGES[:, 0, 0], _LABELS))
+    with pytest.raises(InvalidInputError, match="Unknown split 'val'"):
+        as_splits((_IMAGES, _LABELS), split="val")
+    alone = as_splits(tf.data.Dataset.from_tensor_slices(_IMAGES), images_only=True, batch_size=8)
+    assert [y.tolist() for _, y in alone.train.as_numpy_iterator()] == [[-1] * 8, [-1] * 2]
+    holder = nin_keras.DatasetSplits("held", None, None, (_IMAGES, _LABELS), 3, [], (4, 4, 1))
+    adapted = as_splits(holder, batch_size=4)  # a split given as arrays is batched by the same rule
+    assert adapted.name == "held" and [len(x) for x, _ in adapted.test.as_numpy_iterator()] == [4, 4, 2]
+    assert as_splits(adapted) is adapted
+    assert nin_keras.as_splits is as_splits
 
 
 # ---------------------------------------------------------------------------------------- check_data_fits

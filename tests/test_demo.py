@@ -105,3 +105,8 @@ def test_report_table_and_report_handle_missing_values(tmp_path):
                "model": str(tmp_path / "train" / "model.keras")}
     markdown = _report_markdown(summary, tmp_path / "export", tmp_path)
     assert "| model_edgetpu_ready.tflite |" in markdown and "figures/artifacts.png" in markdown
+    # One formatter, one convention: the demo's table reads as report.md's and the terminal's.
+    assert "| model.keras | 2.00 MB | float32 | 98.00% | 100.00% | 3.000 | 900 |" in markdown
+    assert "| model_edgetpu_ready.tflite | n/a | n/a | n/a | n/a | n/a | n/a |" in markdown
+    for cell in ("3.000", "900", "100.00%"):
+        assert cell in text, cell

@@ -1,5 +1,6 @@
 """Export: every target's files and I/O, SavedModel signature, atomicity on failure, bad input, the CLI."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -40,6 +41,42 @@ def test_all_targets_write_their_files(exported):
     assert (out / "labels.txt").read_text().splitlines() == CLASS_NAMES
     assert json.loads((out / "manifest.json").read_text())["num_classes"] == 10
     assert not temporary_files(out.parent)
+
+
+@pytest.fixture(scope="module")
+def verified(exported):
+    """The rows `verify_export` gives for the module's export of every target (one timed call each)."""
+    from nin_keras.verification import verify_export
+
+    model, out, _ = exported
+    return verify_export(out, random_data(16, seed=7), reference_model=model, progress=False, runs=1)
+
+
+@pytest.mark.parametrize("name", list(EXPORT_TARGETS))
+def test_every_registered_target_writes_its_file_manifest_entry_and_report_row(exported, verified, name):
+    """The registry's contract, for each target in it: a new target is checked the moment it is registered."""
+    from nin_keras.exporting import ManifestEntry, unavailable_targets
+    from nin_keras.verification import ReportRow
+
+    _, out, manifest = exported
+    spec = EXPORT_TARGETS[name]
+    if name in unavailable_targets():  # "all" leaves it out here, and says so
+        assert name in manifest.skipped and name not in manifest.targets
+        pytest.skip(f"{name}: {manifest.skipped[name]}")
+    assert (out / spec.file).exists()
+    entry = manifest.targets[name]
+    assert isinstance(entry, ManifestEntry)
+    assert (entry.target, entry.file, entry.description) == (name, spec.file, spec.description)
+    assert entry.size_bytes > 0 and entry.seconds is not None
+    on_disk = json.loads((out / "manifest.json").read_text())["targets"][name]
+    assert on_disk == json.loads(json.dumps(entry.to_dict())) and on_disk["file"] == manifest["targets"][name]["file"]
+    rows = [row for row in verified if row.target == name]
+    assert len(rows) == 1 and isinstance(rows[0], ReportRow), [row.artifact for row in verified]
+    row = rows[0]
+    assert row.artifact == spec.file.split("/")[0] and row.error is None and row["artifact"] == row.artifact
+    assert row.accuracy is not None and row.agreement is not None and row.latency_ms_batch1_median > 0
+    assert json.loads(json.dumps(row.to_dict())) in json.loads((out / "report.json").read_text())["rows"]
+    assert f"| {row.artifact} |" in (out / "report.md").read_text()
 
 
 def test_tflite_io_types_are_what_the_names_say(exported):
@@ -150,13 +187,12 @@ def test_failure_mid_export_leaves_previous_export_untouched(exported, monkeypat
     export_targets(model, out, targets="keras,tflite_float32", progress=False)
     before = _listing(out)
 
-    from nin_keras.exporting import targets as targets_module
-
     def broken(context, out_dir):
         (Path(out_dir) / "model_dynamic.tflite").write_bytes(b"partial")
         raise ConversionError("injected converter failure")
 
-    monkeypatch.setitem(targets_module.TARGET_FUNCTIONS, "tflite_dynamic", broken)
+    monkeypatch.setitem(EXPORT_TARGETS, "tflite_dynamic", dataclasses.replace(EXPORT_TARGETS["tflite_dynamic"],
+                                                                              write=broken))
     with pytest.raises(ConversionError, match="injected"):
         export_targets(model, out, targets="keras,tflite_float32,tflite_dynamic", progress=False)
     assert _listing(out) == before

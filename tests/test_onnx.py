@@ -8,8 +8,8 @@ import pytest
 import helpers
 import nin_keras
 from nin_keras.errors import InvalidInputError
-from nin_keras.exporting import parse_targets, skipped_targets
-from nin_keras.exporting import targets as export_targets_module
+from nin_keras import export_layout
+from nin_keras.exporting import select_targets
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +34,25 @@ def test_onnx_matches_keras_with_image_and_probabilities(onnx_export):
     assert session.get_inputs()[0].shape[0] == "batch"
     probabilities = session.run(["probabilities"], {"image": images.astype(np.float32)})[0]
     np.testing.assert_allclose(probabilities, model.predict(images, verbose=0), atol=1e-5)
-    entry = result["manifest"]["targets"]["onnx"]
-    assert entry["input"]["name"] == "image" and entry["output"]["name"] == "probabilities" and entry["opset"]
+    entry = result.manifest.targets["onnx"]
+    assert entry.input["name"] == "image" and entry.output["name"] == "probabilities" and entry.details["opset"]
+    assert result["manifest"]["targets"]["onnx"]["opset"] == entry.details["opset"]  # dict reading, as before
 
 
 def test_onnx_is_verified_like_every_artifact(onnx_export):
     _, out, result, _ = onnx_export
-    row = next(row for row in result["report"] if row["artifact"] == "model.onnx")
-    assert row["agreement"] == 1.0 and row["latency_ms_batch1_median"] > 0
+    row = next(row for row in result.report if row.artifact == "model.onnx")
+    assert row.agreement == 1.0 and row.latency_ms_batch1_median > 0
     assert "- `model.onnx`: onnxruntime" in (out / "report.md").read_text()
 
 
 def test_without_the_extra_all_skips_onnx_and_naming_it_is_refused(monkeypatch):
-    monkeypatch.setattr(export_targets_module.importlib.util, "find_spec",
-                        lambda name: None if name == "tf2onnx" else object())
-    assert "onnx" not in parse_targets("all")
-    assert "tf2onnx" in skipped_targets("all")["onnx"] and skipped_targets("keras") == {}
+    monkeypatch.setattr(export_layout, "find_spec", lambda name: None if name == "tf2onnx" else object())
+    assert "onnx" not in select_targets("all")
+    assert "tf2onnx" in select_targets("all").skipped["onnx"] and select_targets("keras").skipped == {}
+    assert select_targets("keras,all").skipped == select_targets("all").skipped  # "all" anywhere in the list
     with pytest.raises(InvalidInputError, match=r"onnx target needs tf2onnx.*nin-keras\[onnx\]"):
-        parse_targets("keras,onnx")
+        select_targets("keras,onnx")
 
 
 def test_cli_exports_onnx_from_a_model_file(onnx_export, tmp_path, capsys):

@@ -27,3 +27,13 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "cifar10" / "model.keras").is_file()
     maps = namespace["maps"]
     assert maps.shape[0] == namespace["images"].shape[0] and maps.shape[-1] == 10
+
+
+def test_readme_export_table_lists_exactly_the_registry():
+    """README's export-targets table: one row per registered target, in the registry's order, with its file."""
+    from nin_keras.export_layout import TARGET_SPECS
+
+    section = README.read_text().split("## Export targets", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| `([^`]+)` \|", section, re.M)
+    assert rows, "README's Export targets section has no table of targets"
+    assert [(name, file.rstrip("/")) for name, file in rows] == [(n, s.file) for n, s in TARGET_SPECS.items()]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import nin_keras
+from nin_keras.data import DatasetSplits
 from nin_keras.data.pipeline import Augmentation, make_dataset
 from nin_keras.errors import InvalidInputError
 from nin_keras.training import choose_precision, get_strategy, train
-from nin_keras.training.inputs import Inputs, for_fit
+from nin_keras.training.inputs import for_fit
 from nin_keras.training.recipes import RECIPES, make_optimizer, make_schedule, plan_recipe, resolve_recipe
 from nin_keras.training.setup import compile_for_training
 
@@ -104,7 +105,7 @@ def test_for_fit_adds_the_augmentation_to_the_training_pipeline_only():
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (32, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, 32)
     unshuffled = make_dataset(images, labels, batch_size=32)
-    inputs = Inputs(unshuffled, unshuffled, unshuffled, "arrays", 10, (8, 8, 1), {})
+    inputs = DatasetSplits("arrays", unshuffled, unshuffled, unshuffled, 10, [], (8, 8, 1), {})
     plain = for_fit(inputs, steps_per_epoch=None, num_workers=1, label_smoothing=0)
     moved = for_fit(inputs, steps_per_epoch=None, num_workers=1, label_smoothing=0,
                     augmentation=Augmentation(pad=2, flip=True), seed=1)
@@ -197,5 +198,5 @@ def test_cli_refuses_a_warm_up_as_long_as_the_run_and_writes_nothing(tmp_path):
          "--warmup-epochs", "3", "--out", str(run)], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "warmup_epochs=3 is not shorter than the run" in lines[0]
+    assert len(lines) == 1 and "--warmup-epochs 3 is not shorter than the run" in lines[0]  # the flag, not the argument
     assert not run.exists() and not list(tmp_path.iterdir())

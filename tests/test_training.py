@@ -172,7 +172,7 @@ def test_an_existing_run_folder_is_never_overwritten_silently(toy, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="resume=True"):
         train(_model(), toy, epochs=1, out_dir=run, verbose=0)
     with pytest.raises(FileExistsError, match="not look like a nin-keras run folder"):
         train(_model(), toy, epochs=1, out_dir=run, overwrite=True, verbose=0)
@@ -277,6 +277,22 @@ def test_a_model_that_does_not_fit_the_data_is_refused(toy, tmp_path, model_kwar
                                 input_shape=model_kwargs.get("input_shape", SHAPE))
     with pytest.raises(IncompatibleModelError, match="build_nin"):
         train(model, toy, epochs=1, out_dir=tmp_path / "run", verbose=0)
+
+
+def test_training_takes_each_data_form_through_the_one_adapter(toy):
+    from nin_keras.training.inputs import training_splits
+
+    model = _model()
+    assert training_splits(toy, model, batch_size=8) is toy
+    unbatched = _toy_split(20, 3).unbatch()  # batched here by batch_size, as everywhere (no longer refused)
+    splits = training_splits(unbatched, model, batch_size=8)
+    assert (splits.name, splits.num_classes, splits.info) == ("dataset", 2, {"batch_size": 8})
+    assert [len(y) for _, y in splits.train.as_numpy_iterator()] == [8, 8, 4]
+    assert splits.validation is None and splits.test is None
+    with pytest.raises(IncompatibleModelError, match="labels run from 0 to 2"):
+        training_splits((np.zeros((3, *SHAPE), "uint8"), [0, 1, 2]), model, batch_size=8)
+    with pytest.raises(ValueError, match="received a str"):
+        training_splits("toy", model, batch_size=8)
 
 
 def test_early_stopping_stops_when_the_monitored_metric_stalls(toy, tmp_path):

@@ -230,7 +230,7 @@ def test_verify_export_writes_both_reports(digits_artifacts, digits_test, tmp_pa
     assert names == ["model.keras", "saved_model", "model_float32.tflite", "model_float16.tflite",
                      "model_int8.tflite", "model_edgetpu_ready.tflite", "model_edgetpu.tflite"]
     report = json.loads((out / "report.json").read_text())
-    assert report["rows"] == json.loads(json.dumps(rows))
+    assert report["rows"] == json.loads(json.dumps([row.to_dict() for row in rows]))
     for row in rows:
         assert set(ROW_KEYS) <= set(row), row["artifact"]
         assert row["size_bytes"] > 0

@@ -35,6 +35,7 @@ from _bench import ROOT, add_report_arguments, header_lines, log, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.cli.options import non_negative_int, positive_int
+from nin_keras.formatting import Column, artifact_columns, artifact_markdown, format_number, format_percent, format_size
 
 TOOL = "tools/benchmark_export.py"
 # The project's targets: each check below compares a measurement with one of these.
@@ -118,7 +119,8 @@ def paper_variant(variant: str, args, work_dir: Path) -> dict:
     out_dir = work_dir / f"paper_{variant}"
     log(f"{variant}: {model.count_params():,} parameters, input {shape}; exporting every target")
     started = time.perf_counter()
-    manifest = nin_keras.export(model, out_dir, targets="all", data=data, verify=False, progress=False)["manifest"]
+    manifest = nin_keras.export(model, out_dir, targets="all", data=data, verify=False,
+                                progress=False).manifest.to_dict()
     export_seconds = time.perf_counter() - started
     log(f"{variant}: export of all targets took {export_seconds:.1f} s")
 
@@ -160,7 +162,7 @@ def digits(args, work_dir: Path) -> dict:
     for kind, targets, qat_epochs in (("ptq", "all", 0), ("qat", ["tflite_int8", "edgetpu"], args.qat_epochs)):
         started = time.perf_counter()
         exports[kind] = nin_keras.export(model, work_dir / f"digits_{kind}", targets=targets, data=data,
-                                         qat_epochs=qat_epochs, verify=False, progress=False)["manifest"]
+                                         qat_epochs=qat_epochs, verify=False, progress=False).manifest.to_dict()
         seconds[kind] = time.perf_counter() - started
         log(f"digits: {kind.upper()} export in {seconds[kind]:.1f} s")
 
@@ -223,12 +225,13 @@ def checks(results) -> list[dict]:
     cifar, d = results["paper"].get("cifar"), results["digits"]
     if cifar:
         row("float32 TFLite top-1 agreement with Keras",
-            f"cifar variant, {cifar['agreement_images']} random images, untrained weights", _pct(cifar["agreement"]),
+            f"cifar variant, {cifar['agreement_images']} random images, untrained weights",
+            format_percent(cifar["agreement"]),
             f">= {100 * target['agreement']:.1f}%", cifar["agreement"] >= target["agreement"])
     if d:
         agreement = d["rows"]["tflite_float32"]["agreement"]
         row("float32 TFLite top-1 agreement with Keras",
-            f"digits test split, {d['rows']['keras']['num_examples']} images, trained", _pct(agreement),
+            f"digits test split, {d['rows']['keras']['num_examples']} images, trained", format_percent(agreement),
             f">= {100 * target['agreement']:.1f}%", agreement >= target["agreement"])
         for kind in ("qat", "ptq"):
             drop = d[f"{kind}_drop_pp"]
@@ -286,8 +289,6 @@ def latency_table(latency: dict, numerator: str, denominator: str) -> list[str]:
 
 
 def paper_section(variant: str, r: dict, results: dict) -> list[str]:
-    from nin_keras.formatting import format_size
-
     shape = "x".join(str(d) for d in r["input_shape"])
     f32, i8 = r["targets"]["tflite_float32"]["size_bytes"], r["targets"]["tflite_int8"]["size_bytes"]
     lines = [f"## Paper {variant} variant: `build_nin(10, variant=\"{variant}\")`, input {shape}", "",
@@ -303,7 +304,7 @@ def paper_section(variant: str, r: dict, results: dict) -> list[str]:
     lines += ["", f"- int8 / float32 size: {i8:,} / {f32:,} bytes = **{r['size_ratio']:.3f}**.",
               f"- int8 / float32 latency: **{r['latency_ratio']:.3f}**.",
               f"- float32 TFLite top-1 agreement with Keras on {r['agreement_images']} random images: "
-              f"**{_pct(r['agreement'])}**."]
+              f"**{format_percent(r['agreement'])}**."]
     if "edgetpu" in r["targets"]:
         edgetpu = r["targets"]["edgetpu"]
         lines.append(f"- Edge TPU check of {edgetpu['file']}: {_edgetpu_line(edgetpu)}.")
@@ -320,8 +321,6 @@ def paper_section(variant: str, r: dict, results: dict) -> list[str]:
 
 
 def digits_section(d: dict, s: dict) -> list[str]:
-    from nin_keras.formatting import format_size
-
     setup, rows = d["setup"], d["rows"]
     splits = ", ".join(f"{name} {count}" for name, count in d["splits"].items())
     lines = ["## Digits: PTQ and QAT against the float model", "",
@@ -332,12 +331,14 @@ def digits_section(d: dict, s: dict) -> list[str]:
              f"({d['seconds']['train']:.0f} s). PTQ: `nin_keras.export(model, dir, targets=\"all\", data=splits)`, "
              f"calibrated on {d['representative_samples']} training images ({d['seconds']['ptq']:.0f} s). QAT: "
              f"`nin_keras.export(..., targets=[\"tflite_int8\", \"edgetpu\"], qat_epochs={s['qat_epochs']})` "
-             f"({d['seconds']['qat']:.0f} s).", "",
-             "| artifact | size | test accuracy | top-1 agreement with Keras | vs Keras |", "|---|---:|---:|---:|---:|"]
-    for name, row in rows.items():
-        diff = "-" if name == "keras" else f"{100 * (row['accuracy'] - rows['keras']['accuracy']):+.2f} pp"
-        lines.append(f"| {name} | {format_size(row['size_bytes'])} | {_pct(row['accuracy'])} | "
-                     f"{_pct(row['agreement'])} | {diff} |")
+             f"({d['seconds']['qat']:.0f} s). Accuracy on the test split; agreement: top-1 equal to the Keras "
+             "model's.", ""]
+    float_accuracy = rows["keras"]["accuracy"]
+    table = [{**row, "artifact": name, "vs_keras": None if name == "keras" else row["accuracy"] - float_accuracy}
+             for name, row in rows.items()]
+    vs_keras = Column("vs Keras (pp)", "vs_keras", lambda v: format_number(None if v is None else 100 * v, "+.2f"),
+                      right=True)
+    lines += artifact_markdown(table, artifact_columns(("artifact", "size", "accuracy", "agreement"), [vs_keras]))
     qat_int8 = d["qat_targets"]["tflite_int8"]
     lines += ["", f"Batch-1 `invoke()` latency, {s['threads']} threads (ms):", ""]
     lines += latency_table(d["latency"], "ptq_int8", "tflite_float32")
@@ -345,10 +346,6 @@ def digits_section(d: dict, s: dict) -> list[str]:
               f"- Edge TPU check of the QAT {d['qat_targets']['edgetpu']['file']}: "
               f"{_edgetpu_line(d['qat_targets']['edgetpu'])}.", ""]
     return lines
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _io(entry) -> str:

@@ -1,9 +1,10 @@
 """`nin-keras`: a thin command line over the public Python API.
 
 Each command lives in its own module in this package with `register(subparsers)`; handlers import
-TensorFlow lazily so `main` can quiet TensorFlow's start-up logs first. Bad input (ValueError,
-FileNotFoundError, nin-keras' own errors) becomes one line on stderr and exit code 2, with no traceback
-(with -v the traceback comes first; the exit code stays 2, so scripts see the same status either way).
+TensorFlow lazily so `main` can quiet TensorFlow's start-up logs first. Bad input (nin-keras' own errors) and
+what the system refuses (OSError: a missing file, no permission, a full disk) become one line on stderr and
+exit code 2, with the library's argument names written as this CLI's flags. Any other exception is a bug: one
+line that says so and exit code 1. With -v the traceback comes first; the exit codes stay the same.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import sys
 import traceback
 
 from nin_keras import __version__
+from nin_keras.errors import InvalidInputError, NinKerasError, one_line
 
 # Command modules, in the order `--help` lists them (data flow order).
 _COMMANDS = ("variants", "train", "export", "evaluate", "benchmark", "maps", "demo")
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
 
 
-class CLIError(Exception):
+class CLIError(InvalidInputError):
     """A user error found by the CLI itself."""
 
 
@@ -62,10 +65,6 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
 
-    from nin_keras.errors import NinKerasError
-
-    user_errors = (CLIError, NinKerasError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                   IsADirectoryError, PermissionError)
     try:
         from nin_keras.process_state import explain_missing_tensorflow  # lazy: after quiet_tensorflow
 
@@ -74,12 +73,25 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("nin-keras: interrupted\n")
         return 130
-    except user_errors as error:
+    except (NinKerasError, OSError) as error:
         if verbose:
             traceback.print_exc()
-        message = " ".join(str(error).split()) or type(error).__name__
-        sys.stderr.write(f"nin-keras {args.command}: error: {message}\n")
+        sys.stderr.write(f"nin-keras {args.command}: error: {error_message(error)}\n")
         return EXIT_USAGE
+    except Exception as error:  # noqa: BLE001 (a bug, here or in a library: said as such, in one line)
+        if verbose:
+            traceback.print_exc()
+        where = "with the traceback above" if verbose else "(rerun with -v for the traceback)"
+        sys.stderr.write(f"nin-keras {args.command}: internal error: {type(error).__name__}: {one_line(error)}. "
+                         f"This is a bug, not a problem with your input: please report it {where}.\n")
+        return EXIT_BUG
+
+
+def error_message(error: BaseException) -> str:
+    """A user error's message on one line, with the library's argument names written as flags."""
+    from nin_keras.cli.options import as_flags
+
+    return as_flags(one_line(error))
 
 
 if __name__ == "__main__":

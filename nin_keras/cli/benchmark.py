@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
+from nin_keras.cli import CLIError
 from nin_keras.cli.options import batch_size_count, non_negative_int, positive_int, thread_count, width_multiplier
 from nin_keras.choices import VARIANT_NAMES
 
@@ -139,7 +140,7 @@ def _interleaved(args, runners) -> list[dict]:
     names = [str(path) for path in args.artifacts]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ValueError(f"{', '.join(repeated)} is given more than once; --rounds compares distinct artifacts.")
+        raise CLIError(f"{', '.join(repeated)} is given more than once; --rounds compares distinct artifacts.")
     timing = benchmark_interleaved(dict(zip(names, runners)), rounds=args.rounds, runs=args.runs,
                                    warmup=args.warmup, threads=args.threads)
     results = [{**timing["artifacts"][name], "rounds": timing["rounds"], "runs": timing["runs"],

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+import textwrap
 from pathlib import Path
+
+from nin_keras.export_layout import targets_description, targets_help
 
 
 def register(subparsers) -> None:
     from nin_keras.cli.options import add_data_arguments, non_negative_epoch_count, positive_int
 
     parser = subparsers.add_parser(
-        "export", help="export a .keras model to SavedModel, TFLite (float/int8) and Edge TPU-ready files",
-        description="Writes the chosen targets into --out (default export/<model name>/), then evaluates and "
-                    "times each artifact on the dataset's test split (report.json, report.md).",
+        "export", help="export a .keras model to Keras, SavedModel, ONNX, TFLite (float/int8) and Edge TPU-ready "
+                       "files",
+        description=textwrap.fill("Writes the chosen targets into --out (default export/<model name>/), then "
+                                  "evaluates and times each artifact on the dataset's test split (report.json, "
+                                  "report.md).", width=100) + "\n\nTargets:\n" + targets_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL.keras", help="the trained model (.keras file)")
-    parser.add_argument(
-        "--targets", default="all", metavar="T[,T...]",
-        help="comma-separated: all, keras, saved_model, tflite_float32, tflite_float16, tflite_dynamic, "
-             "tflite_int8, edgetpu (default all; tflite_int8 and edgetpu need --dataset)",
-    )
+    parser.add_argument("--targets", default="all", metavar="T[,T...]", help=targets_help())
     parser.add_argument("--out", metavar="DIR", default=None, help="export folder (default export/<model name>/)")
     parser.add_argument("--qat-epochs", metavar="N", type=non_negative_epoch_count, default=0,
                         help="quantization-aware training epochs for the int8 targets (default 0: post-training "
@@ -38,12 +41,12 @@ def register(subparsers) -> None:
 
 def export_command(args) -> int:
     from nin_keras.cli.options import load_data_from_args
-    from nin_keras.exporting import check_edgetpu, format_findings, parse_targets
+    from nin_keras.exporting import check_edgetpu, format_findings, select_targets
     from nin_keras.models import check_image_classifier, load_model, with_input_size
     from nin_keras.formatting import format_size
     from nin_keras.workflows import export
 
-    names = parse_targets(args.targets)  # unknown targets fail before any slow work
+    selection = select_targets(args.targets)  # parsed once; unknown targets fail before any slow work
     model = load_model(args.model)
     model = with_input_size(model, args.input_size)  # exports need a static size
     check_image_classifier(model)
@@ -51,25 +54,26 @@ def export_command(args) -> int:
     if args.dataset:
         data = load_data_from_args(args, model=model)
     float_layers = [name.strip() for name in args.qat_float_layers.split(",") if name.strip()]
-    result = export(model, args.out, targets=names, data=data, qat_epochs=args.qat_epochs,
+    result = export(model, args.out, targets=selection, data=data, qat_epochs=args.qat_epochs,
                     qat_float_layers=float_layers,
                     representative_samples=args.representative_samples, verify=not args.no_verify,
                     progress=True)
-    manifest = result["manifest"]
-    print(f"Exported {manifest['model']} to {result['out_dir']}/")
-    for name in names:
-        entry = manifest["targets"][name]
-        io = entry.get("input") or {}
-        io_text = f"{io.get('dtype')} {io.get('shape')}" if io else ""
-        print(f"  {name:<15} {entry['file']:<28} {format_size(entry['size_bytes']):>10}  {io_text}")
-        if name == "tflite_float16" and entry.get("gpu_compatibility"):
-            print(f"  {'':<15} GPU delegate: {entry['gpu_compatibility']['summary']}")
-    if "edgetpu" in names:
-        findings = check_edgetpu(Path(result["out_dir"]) / manifest["targets"]["edgetpu"]["file"])
+    manifest = result.manifest
+    print(f"Exported {manifest.model} to {result.out_dir}/")
+    for name in selection.names:
+        entry = manifest.targets[name]
+        io_text = f"{entry.input.get('dtype')} {entry.input.get('shape')}" if entry.input else ""
+        print(f"  {name:<15} {entry.file:<28} {format_size(entry.size_bytes):>10}  {io_text}")
+        if entry.details.get("gpu_compatibility"):
+            print(f"  {'':<15} GPU delegate: {entry.details['gpu_compatibility']['summary']}")
+    for name, reason in manifest.skipped.items():
+        print(f"  {name:<15} skipped: {reason}")
+    if "edgetpu" in selection:
+        findings = check_edgetpu(Path(result.out_dir) / manifest.targets["edgetpu"].file)
         for line in format_findings(findings):
             print(line)
-    if result["report"] is not None:
-        print(f"Report: {result['out_dir']}/report.md")
+    if result.report is not None:
+        print(f"Report: {result.out_dir}/report.md")
     elif data is None and not args.no_verify:
         print("No --dataset given: artifacts were not evaluated (no report).", file=sys.stderr)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nin_keras.checks import check_path
+from nin_keras.cli import CLIError
 from nin_keras.cli.options import positive_int
 from nin_keras.export_layout import LABELS_FILE
 
@@ -35,7 +36,7 @@ def maps_command(args) -> int:
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must name a .png file; received {args.out!r}.")
+        raise CLIError(f"--out must name a .png file; received {args.out!r}.")
     model = nin_keras.load_model(args.model)
     find_gap_layer(model)  # a clear error before any image is read
     input_shape = tuple(model.inputs[0].shape[1:])
@@ -63,5 +64,5 @@ def _class_names(labels_path, model_path: Path, num_classes: int) -> list[str]:
     labels_path = check_path("Labels file", labels_path, kind="file")
     names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) != num_classes:
-        raise ValueError(f"{labels_path} has {len(names)} class names but the model has {num_classes} classes.")
+        raise CLIError(f"{labels_path} has {len(names)} class names but the model has {num_classes} classes.")
     return names

@@ -8,9 +8,29 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_SEED, MAX_THREADS, MAX_WIDTH_MULTIPLIER,
                               describe_range, in_range)
+from nin_keras.cli import CLIError
+
+# Python argument -> the flag that sets it. Library messages name arguments ("pass overwrite=True",
+# "epochs=3"); `as_flags` rewrites them for the command line ("pass --overwrite", "--epochs 3").
+FLAGS = {
+    "batch_size": "--batch-size", "data": "--dataset", "data_dir": "--data-dir", "dropout": "--dropout",
+    "epochs": "--epochs", "float_layers": "--qat-float-layers", "label_smoothing": "--label-smoothing",
+    "learning_rate": "--lr", "momentum": "--momentum", "name": "--name", "on_bad_image": "--on-bad-image",
+    "optimizer": "--optimizer", "out_dir": "--out", "overwrite": "--overwrite", "precision": "--precision",
+    "qat_epochs": "--qat-epochs", "qat_float_layers": "--qat-float-layers", "recipe": "--recipe",
+    "resume": "--resume", "schedule": "--schedule", "seed": "--seed", "steps_per_epoch": "--steps-per-epoch",
+    "strategy": "--strategy", "validation_split": "--validation-split", "variant": "--variant",
+    "warmup_epochs": "--warmup-epochs", "weight_decay": "--weight-decay", "width_multiplier": "--width",
+}
+# Arguments whose False the CLI spells as a flag of its own.
+FALSE_FLAGS = {"augment": "--no-augment", "batch_norm": "--no-batch-norm", "tensorboard": "--no-tensorboard",
+               "verify": "--no-verify"}
+QUOTES = "'\""
+_ARGUMENT = re.compile(r"(?<![\w.])(?P<name>[a-z][a-z0-9_]*)=(?P<value>'[^']*'|\"[^\"]*\"|\[[^\]]*\]|[\w.+-]*)")
 
 # Used for `--dataset synthetic` when neither a model nor a variant says otherwise (the CIFAR preset).
 _DEFAULT_SYNTHETIC_SHAPE = (32, 32, 3)
@@ -135,7 +155,7 @@ def load_data_from_args(args, *, model=None, augment: bool = False, validation_s
 
     name = getattr(args, "dataset", None)
     if not name:
-        raise ValueError("No dataset given: pass --dataset NAME (e.g. --dataset digits).")
+        raise CLIError("No dataset given: pass --dataset NAME (e.g. --dataset digits).")
     kwargs = {}
     if name == "synthetic":
         input_shape, num_classes = _synthetic_spec(args, model)
@@ -151,3 +171,27 @@ def load_data_from_args(args, *, model=None, augment: bool = False, validation_s
         seed=getattr(args, "seed", 0),
         **kwargs,
     )
+
+
+def as_flags(message: str) -> str:
+    """`message` with each `argument=value` that a flag sets written as that flag ("--epochs 3", "--overwrite").
+
+    True becomes the flag alone, False the flag in FALSE_FLAGS, and `argument=` without a value the flag;
+    strings lose their quotes and lists become comma-separated. Arguments without a flag are left as written.
+    """
+    def rewrite(match) -> str:
+        name, raw = match.group("name"), match.group("value")
+        value = raw.rstrip(".")  # a sentence's full stop is not part of the value
+        if value == "False" and name in FALSE_FLAGS:
+            written = FALSE_FLAGS[name]
+        elif name not in FLAGS or value in ("False", "None"):
+            return match.group(0)
+        elif value in ("", "True"):
+            written = FLAGS[name]
+        elif value.startswith("["):
+            written = f"{FLAGS[name]} " + ",".join(item.strip(" '\"") for item in value[1:-1].split(","))
+        else:
+            written = f"{FLAGS[name]} {value.strip(QUOTES)}"
+        return written + raw[len(value):]
+
+    return _ARGUMENT.sub(rewrite, message)

@@ -88,11 +88,12 @@ def _default_name(dataset: str, variant: str) -> str:
 def train_command(args) -> int:
     import keras
 
+    from nin_keras.cli import error_message
     from nin_keras.models import build_nin, get_preset
     from nin_keras.training import TrainingDivergedError, get_strategy, train
 
     if args.variant is not None:
-        get_preset(args.variant)  # unknown variant: ValueError naming the known ones, before any work
+        get_preset(args.variant)  # unknown variant: InvalidInputError naming the known ones, before any work
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow op: create the strategy first.
     strategy = get_strategy(args.strategy)
     keras.utils.set_random_seed(args.seed)  # before the model's weights are initialised: repeatable runs
@@ -118,7 +119,7 @@ def train_command(args) -> int:
     except TrainingDivergedError as error:
         if error.result is not None:
             _print_result(error.result)
-        sys.stderr.write(f"nin-keras train: error: {' '.join(str(error).split())}\n")
+        sys.stderr.write(f"nin-keras train: error: {error_message(error)}\n")
         return EXIT_DIVERGED
     _print_result(result)
     return 0

@@ -25,7 +25,7 @@ import tensorflow as tf
 from nin_keras.checks import check_choice, check_float
 from nin_keras.data.formats import RawData
 from nin_keras.data.pipeline import split_validation
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, MissingFileError, NotAFolderError
 from nin_keras.process_state import silenced_native_stderr
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
@@ -78,7 +78,7 @@ def _report_bad(bad, on_bad_image: str, root: Path) -> list[str]:
     if on_bad_image == "fail":
         raise InvalidInputError(
             f"{len(bad)} unreadable or non-image file(s) in {root}: {listing}{more}. Remove them, or skip them with "
-            "on_bad_image='skip' (CLI: --on-bad-image skip)."
+            "on_bad_image='skip'."
         )
     warnings.warn(f"Skipping {len(bad)} unreadable or non-image file(s) in {root}: {listing}{more}.", stacklevel=4)
     return [str(path) for path, _ in bad]
@@ -113,10 +113,10 @@ def _load_with_keras(root: Path, classes, good, image_size, color_mode) -> tuple
 
 def _scan(root: Path, on_bad_image: str, color_mode: str | None):
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(
+        raise NotAFolderError(
             f"Image folder {root} is a file, not a folder (expected {root}/<class name>/<images>).")
     if not root.is_dir():
-        raise FileNotFoundError(f"Image folder {root} does not exist (expected {root}/<class name>/<images>).")
+        raise MissingFileError(f"Image folder {root} does not exist (expected {root}/<class name>/<images>).")
     classes = _class_dirs(root)
     if not classes:
         raise InvalidInputError(
@@ -168,7 +168,7 @@ def read_folder(path, *, seed: int = 0, on_bad_image: str = "fail", image_size=N
         image_size = shapes[0][:2]
     image_size = tuple(int(d) for d in image_size)
     if len(image_size) != 2 or min(image_size) < 1:
-        raise ValueError(f"image_size must be (height, width) with positive sizes; received {image_size!r}.")
+        raise InvalidInputError(f"image_size must be (height, width) with positive sizes; received {image_size!r}.")
     resized = sum(1 for shape in shapes if tuple(shape[:2]) != image_size)
     if resized and not chose_size:  # said once here, not only in config.json: some images get stretched
         warnings.warn(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nin_keras.errors import InvalidInputError, UnsafeFileError
+from nin_keras.errors import InvalidInputError, MissingDependencyError, UnsafeFileError
 
 # Errors that reading a damaged compressed/pickled/zipped file can raise.
 _CORRUPT_ERRORS = (EOFError, OSError, zlib.error, gzip.BadGzipFile, tarfile.TarError, zipfile.BadZipFile,
@@ -354,7 +354,7 @@ def read_svhn_mat(path) -> tuple[np.ndarray, np.ndarray]:
         mat = loadmat(path)
         x, y = mat["X"], mat["y"]
     except ImportError:
-        raise InvalidInputError(f"Reading {path} needs scipy: pip install scipy.") from None
+        raise MissingDependencyError(f"Reading {path} needs scipy: pip install scipy.") from None
     except _CORRUPT_ERRORS as error:
         raise InvalidInputError(f"{path} is not a readable SVHN .mat file: {type(error).__name__}: {error}") from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:

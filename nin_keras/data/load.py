@@ -83,8 +83,8 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
         A `DatasetSplits` (train, validation, test, num_classes, class_names, input_shape, info).
 
     Raises:
-        ValueError: unknown dataset (the message lists the known ones) or a bad argument.
-        FileNotFoundError: `data_dir` missing or lacking the expected files (named in the message).
+        InvalidInputError: unknown dataset (the message lists the known ones) or a bad argument.
+        MissingFileError: `data_dir` missing or lacking the expected files (named in the message).
         InvalidInputError: a truncated/corrupt file, an unreadable image, labels outside 0..num_classes-1.
         UnsafeFileError: a CIFAR pickle that would run code.
     """
@@ -98,7 +98,7 @@ def load_dataset(name: str, *, data_dir=None, batch_size: int = 128, validation_
     unknown = sorted(set(options) - set(source.options) - {"on_bad_image"})
     if unknown:
         allowed = ", ".join(source.options) or "none"
-        raise ValueError(f"Unknown option(s) {', '.join(unknown)} for dataset {name!r}; its options: {allowed}.")
+        raise InvalidInputError(f"Unknown option(s) {', '.join(unknown)} for dataset {name!r}; its options: {allowed}.")
     if "on_bad_image" in source.options:
         options["on_bad_image"] = on_bad_image
 

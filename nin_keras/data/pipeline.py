@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from nin_keras.checks import check_float, check_int
 from nin_keras.data.splits import DatasetSplits
+from nin_keras.errors import InvalidInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ def split_validation(n: int, validation_split: float, seed: int) -> tuple[np.nda
     if validation_split > 0 and n_val == 0 and n > 1:
         n_val = 1
     if n - n_val < 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"validation_split={validation_split} leaves no training examples out of {n}; use a smaller split."
         )
     order = np.random.default_rng(seed).permutation(n)

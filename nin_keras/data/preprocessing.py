@@ -20,6 +20,8 @@ import dataclasses
 
 import numpy as np
 
+from nin_keras.errors import InvalidInputError
+
 PREPROCESSINGS = ("none", "gcn_zca")
 # pylearn2's constants for CIFAR (Maxout / NIN): GCN scale, sqrt bias and smallest divisor; ZCA filter bias.
 GCN_SCALE = 55.0
@@ -54,7 +56,7 @@ class ZCA:
     def fit(self, images) -> "ZCA":
         x = np.asarray(images).reshape(len(images), -1)
         if len(x) < 2:
-            raise ValueError("ZCA whitening needs at least 2 training images.")
+            raise InvalidInputError("ZCA whitening needs at least 2 training images.")
         self.mean = x.mean(axis=0, dtype=np.float64)
         x = (x - self.mean).astype(np.float32)  # float32 products (2x faster, half the memory), float64 eigh
         covariance = (x.T @ x).astype(np.float64) / len(x)
@@ -65,7 +67,7 @@ class ZCA:
 
     def transform(self, images, *, batch: int = 4096) -> np.ndarray:
         if self.matrix is None:
-            raise ValueError("ZCA.transform called before fit.")
+            raise InvalidInputError("ZCA.transform called before fit.")
         shape = np.shape(images)
         flat = np.asarray(images).reshape(len(images), -1)
         mean, matrix = self.mean.astype(np.float32), self.matrix.astype(np.float32)
@@ -97,7 +99,7 @@ class GCNZCA:
 
     def transform(self, images) -> np.ndarray:
         if self.zca is None:
-            raise ValueError("GCNZCA.transform called before fit.")
+            raise InvalidInputError("GCNZCA.transform called before fit.")
         return self.zca.transform(global_contrast_normalize(images, scale=self.scale, sqrt_bias=self.sqrt_bias))
 
     def describe(self) -> dict:
@@ -113,7 +115,7 @@ def resolve_preprocessing(preprocessing):
         return GCNZCA()
     if isinstance(preprocessing, GCNZCA):
         return dataclasses.replace(preprocessing, zca=None)
-    raise ValueError(
+    raise InvalidInputError(
         f"Unknown preprocessing {preprocessing!r}. Allowed: None (raw uint8 pixels; the model rescales them), "
         "'gcn_zca' (the paper's GCN + ZCA whitening) or a nin_keras.data.preprocessing.GCNZCA instance."
     )

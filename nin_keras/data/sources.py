@@ -19,7 +19,7 @@ from nin_keras.data import formats
 from nin_keras.data.folder import read_folder
 from nin_keras.data.formats import RawData
 from nin_keras.data.pipeline import split_validation
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, MissingDependencyError, MissingFileError, NotAFolderError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = (
@@ -37,10 +37,6 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 SVHN_EXTRA = "pip install nin-keras[svhn]"
 SYNTHETIC_DEFAULTS = {"input_shape": (32, 32, 3), "num_classes": 10, "size": 1024}
-
-
-class MissingDependencyError(InvalidInputError, ImportError):
-    """An optional extra the dataset needs is not installed (the message says what to pip install)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,16 +61,16 @@ class Source:
 def _require_dir(data_dir) -> Path:
     path = Path(data_dir).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"data_dir {path} does not exist.")
+        raise MissingFileError(f"data_dir {path} does not exist.")
     if not path.is_dir():
-        raise NotADirectoryError(f"data_dir {path} is a file, not a folder: pass the folder that holds the files.")
+        raise NotAFolderError(f"data_dir {path} is a file, not a folder: pass the folder that holds the files.")
     return path
 
 
 def _download_error(name: str, expected: str, error: Exception) -> InvalidInputError:
     return InvalidInputError(
         f"Could not download or read {name} through keras.datasets ({type(error).__name__}: {error}). Check the "
-        f"network, or pass data_dir (CLI: --data-dir) pointing at the original files: {expected}."
+        f"network, or pass data_dir= pointing at the original files: {expected}."
     )
 
 
@@ -137,7 +133,7 @@ def _mnist_like(name: str, npz: bool, subdirs: tuple, keras_module: str, class_n
                 if idx is not None:
                     arrays = formats.read_idx_dataset(idx)
                     return RawData(*arrays, class_names=list(class_names), files=[str(p) for p in idx.values()])
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"data_dir {root} holds no {name} files: expected {expected} "
             f"(found: {formats.describe_dir(root) if root.is_dir() else 'a file'})."
         )
@@ -160,7 +156,7 @@ def _cifar(name: str, layout: formats.CifarLayout, keras_module: str, class_name
         root = _require_dir(data_dir)
         location = formats.find_cifar(root, layout)
         if location is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data_dir {root} holds no {name} files: expected {expected} "
                 f"(found: {formats.describe_dir(root) if root.is_dir() else 'a file'})."
             )
@@ -298,7 +294,7 @@ def resolve(name) -> tuple[Source, dict]:
         prefix, sep, argument = name.partition(":")
         if sep and prefix in PREFIX_SOURCES:
             if not argument:
-                raise ValueError(f"Dataset {name!r} lacks its path: write {prefix}:PATH.")
+                raise InvalidInputError(f"Dataset {name!r} lacks its path: write {prefix}:PATH.")
             return PREFIX_SOURCES[prefix], {"path": argument}
     known = ", ".join(list_datasets())
-    raise ValueError(f"Unknown dataset {name!r}. Known datasets: {known}.")
+    raise InvalidInputError(f"Unknown dataset {name!r}. Known datasets: {known}.")

@@ -1,8 +1,11 @@
 """Stage 5 of the data flow: exporting a model to deployable artifacts.
 
-One function per target (`export_keras`, `export_saved_model`, `export_tflite_float32`, `export_tflite_float16`,
-`export_tflite_dynamic`, `export_tflite_int8`, `export_edgetpu`) in `targets`; `export_targets` (`folder`)
-writes several atomically; `converter` is the one home of TFLite converter flags, of post-training
+`EXPORT_TARGETS` (`targets`) is the one registry of targets: each target's facts (file, description,
+calibration data, optional dependency, clients: `nin_keras.export_layout.TARGET_SPECS`) with its writer
+(`export_keras`, `export_saved_model`, `export_onnx`, `export_tflite_float32`, `export_tflite_float16`,
+`export_tflite_dynamic`, `export_tflite_int8`, `export_edgetpu`); `select_targets` parses what the user asked
+for once into a `TargetSelection`; `export_targets` (`folder`) writes the selection atomically and returns its
+`Manifest`; `converter` is the one home of TFLite converter flags, of post-training
 quantization (a conversion mode) and of the serving SavedModel writer; `check_edgetpu` (`edgetpu`) checks any
 .tflite statically for the Edge TPU.
 
@@ -28,9 +31,11 @@ from nin_keras.exporting.targets import (
     GPU_COMPATIBILITY_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
-    TARGET_FUNCTIONS,
     ExportContext,
-    TargetInfo,
+    ExportTarget,
+    Manifest,
+    ManifestEntry,
+    TargetSelection,
     export_edgetpu,
     export_keras,
     export_onnx,
@@ -39,8 +44,7 @@ from nin_keras.exporting.targets import (
     export_tflite_float16,
     export_tflite_float32,
     export_tflite_int8,
-    parse_targets,
-    skipped_targets,
+    select_targets,
     unavailable_targets,
 )
 from nin_keras.exporting.tflite_info import describe_tflite
@@ -54,9 +58,11 @@ __all__ = [
     "GPU_COMPATIBILITY_FILE",
     "LABELS_FILE",
     "MANIFEST_FILE",
-    "TARGET_FUNCTIONS",
     "ExportContext",
-    "TargetInfo",
+    "ExportTarget",
+    "Manifest",
+    "ManifestEntry",
+    "TargetSelection",
     "check_edgetpu",
     "check_export_data",
     "configure_converter",
@@ -73,10 +79,9 @@ __all__ = [
     "export_tflite_int8",
     "float32_model",
     "format_findings",
-    "parse_targets",
     "post_training_quantize",
     "run_edgetpu_compiler",
-    "skipped_targets",
+    "select_targets",
     "to_tflite",
     "unavailable_targets",
     "write_serving_saved_model",

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from nin_keras.checks import check_choice
-from nin_keras.errors import ConversionError, InvalidInputError
+from nin_keras.errors import ConversionError, InvalidInputError, one_line
 from nin_keras.process_state import silenced_native_stderr
 from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
 from nin_keras.quantization.qat import QATModel
@@ -95,7 +95,7 @@ def convert(converter, *, what: str = "model") -> bytes:
     except ConversionError:
         raise
     except Exception as error:  # the converter raises many types (ConverterError, ValueError, RuntimeError)
-        message = " ".join(str(error).split())[:2000] or type(error).__name__
+        message = one_line(error, 2000)
         raise ConversionError(f"TFLite conversion of {what} failed: {message}") from error
 
 

@@ -10,6 +10,7 @@ this time are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,10 +27,10 @@ from nin_keras.exporting.targets import (
     EXPORT_TARGETS,
     LABELS_FILE,
     MANIFEST_FILE,
-    TARGET_FUNCTIONS,
     ExportContext,
-    parse_targets,
-    skipped_targets,
+    Manifest,
+    ManifestEntry,
+    select_targets,
     write_labels,
 )
 from nin_keras.formatting import format_size
@@ -38,13 +39,15 @@ from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, represen
 
 
 def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, class_names=None,
-                   representative_samples: int | None = None, progress: bool = True) -> dict:
+                   representative_samples: int | None = None, progress: bool = True) -> Manifest:
     """Writes `targets` of `model` into `out_dir` and returns the manifest (also written as manifest.json).
 
     Args:
         model: a Keras 3 image classifier taking raw pixels.
         out_dir: the export folder (created; existing files of other targets are kept).
-        targets: "all", a comma-separated string or a list of names from `EXPORT_TARGETS`.
+        targets: "all", a comma-separated string, a list of names from `EXPORT_TARGETS`, or the
+            `TargetSelection` `select_targets` made of one of them (used as it is). Targets "all" leaves out
+            (an optional dependency missing) are logged and listed in the manifest's `skipped`.
         data: training data for full-integer calibration (`DatasetSplits`: its train split; a dataset of
             (images, labels); or arrays). Required by tflite_int8 and edgetpu.
         qat_model: a `QATModel` from `quantize_aware`; tflite_int8 and edgetpu convert it instead of
@@ -55,15 +58,17 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
             Defaults to True.
 
     Returns:
-        The manifest: model name, input shape, classes, and per target its file, size, input/output
-        dtype/shape/quantization, ops, and target-specific findings (GPU compatibility, Edge TPU check).
+        The `Manifest`: model name, input shape, classes, per target a `ManifestEntry` (file, size, input/output
+        dtype/shape/quantization, ops, target-specific findings: GPU compatibility, Edge TPU check) and the
+        targets skipped. `manifest.to_dict()` is manifest.json; it also reads as that dict (`manifest["targets"]`).
 
     Raises:
         InvalidInputError: unknown target, full-integer targets without data, data or class names that do
             not fit the model.
         ConversionError: the converter failed (its message is carried).
     """
-    names = parse_targets(targets)
+    selection = select_targets(targets)
+    names = selection.names
     input_shape, num_classes = check_image_classifier(model)
     needs_data = check_export_data(names, data)
     class_names = _class_names(class_names, data, num_classes)
@@ -83,37 +88,41 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     try:
         context = ExportContext(model=model, representative_images=images, qat_model=qat_model, work_dir=work_dir,
                                 float_model=float32_model(model), class_names=class_names)
-        entries = {}
-        skipped = skipped_targets(targets)
-        with progress_to(progress, stream=sys.stderr) as display:
-            for name, reason in skipped.items():
-                display.log(f"  {name:<15} skipped: {reason}")
-            for name in names:
-                started = time.perf_counter()
-                entries[name] = TARGET_FUNCTIONS[name](context, staging)
-                entries[name]["seconds"] = round(time.perf_counter() - started, 2)
-                size = format_size(entries[name]["size_bytes"])
-                display.log(f"  {name:<15} {entries[name]['file']:<28} {size:>10}  "
-                            f"{entries[name]['seconds']:6.1f} s")
+        entries = _write_targets(context, names, selection.skipped, staging, progress)
         write_labels(staging, class_names)
-        manifest = {
-            "model": model.name,
-            "input_shape": list(input_shape),
-            "num_classes": num_classes,
-            "labels": LABELS_FILE,
-            "qat": None if qat_model is None else {
+        manifest = Manifest(
+            model=model.name,
+            input_shape=list(input_shape),
+            num_classes=num_classes,
+            labels=LABELS_FILE,
+            qat=None if qat_model is None else {
                 "epochs": qat_model.epochs, "history": qat_model.history,
                 "kept_float": [name for name, treatment in qat_model.plan.items() if treatment == "kept float"]},
-            "representative_samples": None if images is None else int(len(images)),
-            "targets": {**_previous_targets(out_dir, names), **entries},
-            "skipped": skipped,
-        }
-        write_json(staging / MANIFEST_FILE, manifest)
+            representative_samples=None if images is None else int(len(images)),
+            targets={**_previous_targets(out_dir, names), **entries},
+            skipped=dict(selection.skipped),
+        )
+        write_json(staging / MANIFEST_FILE, manifest.to_dict())
         _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(work_dir, ignore_errors=True)
     return manifest
+
+
+def _write_targets(context: ExportContext, names, skipped: dict, staging: Path, progress) -> dict:
+    """Runs each target's writer into `staging`: name -> its `ManifestEntry`; one line per target, skipped too."""
+    entries = {}
+    with progress_to(progress, stream=sys.stderr) as display:
+        for name, reason in skipped.items():
+            display.log(f"  {name:<15} skipped: {reason}")
+        for name in names:
+            started = time.perf_counter()
+            entry = EXPORT_TARGETS[name].write(context, staging)
+            entries[name] = dataclasses.replace(entry, seconds=round(time.perf_counter() - started, 2))
+            display.log(f"  {name:<15} {entry.file:<28} {format_size(entry.size_bytes):>10}  "
+                        f"{entries[name].seconds:6.1f} s")
+    return entries
 
 
 def check_export_data(names, data) -> list[str]:
@@ -134,7 +143,7 @@ def check_export_data(names, data) -> list[str]:
     if needs_data and data is None:
         raise InvalidInputError(
             f"Target{'s' if len(needs_data) > 1 else ''} {', '.join(needs_data)} need representative data for "
-            "full-integer quantization: pass data= (e.g. nin_keras.load_dataset(...)) or --dataset."
+            "full-integer quantization: pass data= (the training dataset)."
         )
     return needs_data
 
@@ -160,7 +169,14 @@ def _previous_targets(out_dir: Path, names) -> dict:
         previous = json.loads((out_dir / MANIFEST_FILE).read_text())["targets"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    return {t: e for t, e in previous.items() if t not in names and (out_dir / EXPORT_TARGETS[t].file).exists()}
+    kept = {}
+    for target, entry in previous.items():
+        if target in EXPORT_TARGETS and target not in names and (out_dir / EXPORT_TARGETS[target].file).exists():
+            try:
+                kept[target] = ManifestEntry.from_dict(entry)
+            except (TypeError, AttributeError):  # an entry this version cannot read: its file stays, unlisted
+                continue
+    return kept
 
 
 def _move_into(staging: Path, out_dir: Path) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 from flatbuffers import number_types
 from flatbuffers.table import Table
 
+from nin_keras.errors import InvalidInputError
+
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 MODEL_IDENTIFIER = b"TFL3"
@@ -84,7 +86,8 @@ def with_metadata(model_bytes: bytes, metadata: ClassifierMetadata) -> bytes:
     """`model_bytes` (a .tflite) with `metadata` stored in it and its label file packed; any earlier
     metadata and packed files are replaced."""
     if metadata.color_space not in COLOR_SPACES:
-        raise ValueError(f"color_space must be one of {sorted(COLOR_SPACES)}; received {metadata.color_space!r}.")
+        raise InvalidInputError(f"color_space must be one of {sorted(COLOR_SPACES)}; "
+                                f"received {metadata.color_space!r}.")
     from ai_edge_litert import schema_py_generated as schema  # lazy: the model's own flatbuffer schema
 
     flatbuffer = bytes(model_bytes[:_flatbuffer_size(model_bytes)])
@@ -170,7 +173,7 @@ def read_metadata(model_bytes: bytes) -> dict | None:
     else:
         return None
     if data[4:8] != METADATA_IDENTIFIER:
-        raise ValueError(f"The {METADATA_BUFFER_NAME} buffer is not TFLite metadata (identifier {data[4:8]!r}).")
+        raise InvalidInputError(f"The {METADATA_BUFFER_NAME} buffer is not TFLite metadata (identifier {data[4:8]!r}).")
     root = _root(data)
     subgraph = _tables(root, _MODEL["subgraph_metadata"])[0]
     result = {key: _string(root, slot) for key, slot in _MODEL.items()

@@ -1,20 +1,22 @@
-"""One function per export target. Each writes its files into a folder (atomically) and returns its manifest entry.
+"""The export-target registry: one writer per target, attached to its facts (`nin_keras.export_layout.TARGET_SPECS`).
 
-Every target function has the signature `export_<target>(context, out_dir) -> dict`; `ExportContext` carries the
-model, the calibration images, the QAT model and a cache of the SavedModels the converter reads. Converter
-flags are set in one place, `nin_keras.exporting.converter`.
+Each writer writes its files into a folder (atomically) and returns its manifest entry. Every writer has the
+signature `export_<target>(context, out_dir) -> ManifestEntry` and is attached once, by `@_writes(name)`, to
+make `EXPORT_TARGETS`; `select_targets` turns what the user asked for into the targets to write, once.
+`ExportContext` carries the model, the calibration images, the QAT model and a cache of the SavedModels the
+converter reads. Converter flags are set in one place, `nin_keras.exporting.converter`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import io
 import os
 import sys
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,10 @@ from nin_keras.export_layout import (
     GPU_COMPATIBILITY_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
-    TARGET_FILES,
+    TARGET_SPECS,
+    Manifest,
+    ManifestEntry,
+    TargetSpec,
 )
 from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model
 from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
@@ -45,39 +50,30 @@ from nin_keras.process_state import silenced_native_stderr
 
 
 @dataclasses.dataclass(frozen=True)
-class TargetInfo:
-    file: str
-    description: str
-    needs_data: bool = False
-    clients: str = ""  # which clients take this file (README's table and report.md say it)
+class ExportTarget(TargetSpec):
+    """A target's facts (`TargetSpec`, from `nin_keras.export_layout`) and the function that writes it.
+
+    Attributes:
+        write: `write(context, out_dir) -> ManifestEntry`, writing the target's files into `out_dir`.
+    """
+
+    write: Callable[..., ManifestEntry] | None = None
 
 
-EXPORT_TARGETS: "OrderedDict[str, TargetInfo]" = OrderedDict(
-    keras=TargetInfo(TARGET_FILES["keras"], "Keras 3 model, float32 weights",
-                     clients="Keras 3 on any backend (plain keras.saving.load_model; no nin-keras needed)"),
-    saved_model=TargetInfo(
-        TARGET_FILES["saved_model"],
-        "TF Serving SavedModel, signature serving_default: image float32 [N,H,W,C] raw pixels -> "
-        "probabilities [N,classes], class_id [N]",
-        clients="TF Serving (GPU or CPU servers), TensorFlow",
-    ),
-    onnx=TargetInfo(TARGET_FILES["onnx"], "ONNX, float32: image [N,H,W,C] raw pixels -> probabilities [N,classes]",
-                    clients="onnxruntime (CPU, CUDA, TensorRT), NVIDIA Triton, other ONNX runtimes"),
-    tflite_float32=TargetInfo(TARGET_FILES["tflite_float32"], "float32 weights and I/O",
-                              clients="LiteRT anywhere; MediaPipe Tasks (RGB models)"),
-    tflite_float16=TargetInfo(TARGET_FILES["tflite_float16"],
-                              "float16 weights, float32 I/O (GPU delegate); gpu_compatibility.txt beside it",
-                              clients="LiteRT with Android's GPU delegate; MediaPipe Tasks (RGB models)"),
-    tflite_dynamic=TargetInfo(TARGET_FILES["tflite_dynamic"], "int8 weights, float activations, float32 I/O",
-                              clients="LiteRT on CPU; MediaPipe Tasks (RGB models)"),
-    tflite_int8=TargetInfo(TARGET_FILES["tflite_int8"], "full integer, int8 input/output (QAT or PTQ)",
-                           needs_data=True,
-                           clients="LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)"),
-    edgetpu=TargetInfo(TARGET_FILES["edgetpu"],
-                       "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
-                       clients="Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)",
-                       needs_data=True),
-)
+# target name -> its writer; filled once, by @_writes on each writer below.
+_WRITERS: dict[str, Callable[..., ManifestEntry]] = {}
+
+
+def _writes(name: str):
+    """Attaches the decorated function to target `name` of `TARGET_SPECS` as its writer."""
+    if name not in TARGET_SPECS:
+        raise ImportError(f"export writer for {name!r}, which export_layout.TARGET_SPECS does not list")
+
+    def attach(function):
+        _WRITERS[name] = function
+        return function
+
+    return attach
 
 
 @dataclasses.dataclass
@@ -122,22 +118,24 @@ class ExportContext:
                          batch_size=batch_size, saved_model_dir=self.conversion_saved_model(batch_size))
 
 
-def _tflite_entry(target: str, path: Path, **extra) -> dict:
-    info = describe_tflite(path)
-    return {"target": target, "file": path.name, "size_bytes": info["size_bytes"],
-            "description": EXPORT_TARGETS[target].description, "input": info["inputs"][0],
-            "output": info["outputs"][0], "ops": info["ops"], "op_versions": info["op_versions"], **extra}
+def _entry(target: str, size_bytes: int, **fields) -> ManifestEntry:
+    """`target`'s manifest entry; `fields` are `input`, `output` and the target's own findings (`details`)."""
+    io_fields = {key: fields.pop(key) for key in ("input", "output") if key in fields}
+    spec = TARGET_SPECS[target]
+    return ManifestEntry(target=target, file=spec.file, size_bytes=size_bytes, description=spec.description,
+                         **io_fields, details=fields)
 
 
-def _write_tflite(target: str, data: bytes, out_dir: Path, context: ExportContext, **extra) -> dict:
+def _write_tflite(target: str, data: bytes, out_dir: Path, context: ExportContext, **extra) -> ManifestEntry:
     """Writes a .tflite with its metadata (what MediaPipe and the LiteRT support library read) and labels."""
     metadata = classifier_metadata(context.float_model, target, context.class_names)
     if metadata is not None:
         data = with_metadata(data, metadata)
-    path = write_bytes(Path(out_dir) / EXPORT_TARGETS[target].file, data)
-    entry = _tflite_entry(target, path, **extra)
-    entry["metadata"] = None if metadata is None else describe_metadata(read_metadata(data))
-    return entry
+    path = write_bytes(Path(out_dir) / TARGET_SPECS[target].file, data)
+    info = describe_tflite(path)
+    return _entry(target, info["size_bytes"], input=info["inputs"][0], output=info["outputs"][0],
+                  ops=info["ops"], op_versions=info["op_versions"], **extra,
+                  metadata=None if metadata is None else describe_metadata(read_metadata(data)))
 
 
 def classifier_metadata(model, target: str, class_names) -> ClassifierMetadata | None:
@@ -150,38 +148,39 @@ def classifier_metadata(model, target: str, class_names) -> ClassifierMetadata |
     return ClassifierMetadata(
         name=model.name, version=f"nin-keras {package_version()}", color_space=color_space, height=height,
         width=width, labels=list(class_names), input_name=INPUT_NAME, output_name=OUTPUT_NAME,
-        description=f"Network In Network image classifier ({model.name}), {EXPORT_TARGETS[target].description}. "
+        description=f"Network In Network image classifier ({model.name}), {TARGET_SPECS[target].description}. "
                     "Takes raw pixels 0..255; gives one probability per class.")
 
 
-def export_keras(context: ExportContext, out_dir) -> dict:
+@_writes("keras")
+def export_keras(context: ExportContext, out_dir) -> ManifestEntry:
     """model.keras: the float Keras 3 model."""
-    path = save_model(context.model, Path(out_dir) / EXPORT_TARGETS["keras"].file)
-    return {"target": "keras", "file": path.name, "size_bytes": path.stat().st_size,
-            "description": EXPORT_TARGETS["keras"].description}
+    path = save_model(context.model, Path(out_dir) / TARGET_SPECS["keras"].file)
+    return _entry("keras", path.stat().st_size)
 
 
-def export_saved_model(context: ExportContext, out_dir) -> dict:
+@_writes("saved_model")
+def export_saved_model(context: ExportContext, out_dir) -> ManifestEntry:
     """saved_model/1/: TF Serving's versioned layout, signature serving_default (image -> probabilities, class_id),
     with warm-up requests in assets.extra/."""
     model = context.float_model
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    target_dir = Path(out_dir) / EXPORT_TARGETS["saved_model"].file
+    target_dir = Path(out_dir) / TARGET_SPECS["saved_model"].file
     with atomic_dir(target_dir) as tmp:
         write_serving_saved_model(model, tmp, class_id=True)
         write_warmup_requests(tmp, model)  # TF Serving replays these when it loads the version
-    return {"target": "saved_model", "file": "saved_model/1", "size_bytes": folder_size(target_dir),
-            "description": EXPORT_TARGETS["saved_model"].description, "signature": "serving_default",
-            "warmup_requests": WARMUP_FILE,
-            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [-1, *shape], "quantization": None},
-            "outputs": {OUTPUT_NAME: "float32 [N, classes]", CLASS_ID_NAME: "int64 [N]"}}
+    return _entry("saved_model", folder_size(target_dir), signature="serving_default",
+                  warmup_requests=WARMUP_FILE,
+                  input={"name": INPUT_NAME, "dtype": "float32", "shape": [-1, *shape], "quantization": None},
+                  outputs={OUTPUT_NAME: "float32 [N, classes]", CLASS_ID_NAME: "int64 [N]"})
 
 
-def export_onnx(context: ExportContext, out_dir) -> dict:
+@_writes("onnx")
+def export_onnx(context: ExportContext, out_dir) -> ManifestEntry:
     """model.onnx: float32, made by Keras' own exporter (tf2onnx), input `image` and output `probabilities`."""
-    import onnx  # lazy: the [onnx] extra (parse_targets refuses the target without it)
+    import onnx  # lazy: the [onnx] extra (select_targets refuses the target without it)
 
-    path = Path(out_dir) / EXPORT_TARGETS["onnx"].file
+    path = Path(out_dir) / TARGET_SPECS["onnx"].file
     with tempfile.TemporaryDirectory(prefix="nin_keras_onnx_") as tmp:
         raw = Path(tmp) / "model.onnx"
         with silenced_native_stderr(), contextlib.redirect_stdout(io.StringIO()):  # tf2onnx prints its steps
@@ -194,10 +193,9 @@ def export_onnx(context: ExportContext, out_dir) -> dict:
     _name_onnx_io(graph)
     write_bytes(path, graph.SerializeToString())
     shape = [-1, *(int(d) for d in context.float_model.inputs[0].shape[1:])]
-    return {"target": "onnx", "file": path.name, "size_bytes": path.stat().st_size,
-            "description": EXPORT_TARGETS["onnx"].description, "opset": _onnx_opset(graph),
-            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": shape, "quantization": None},
-            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, _num_classes(context)]}}
+    return _entry("onnx", path.stat().st_size, opset=_onnx_opset(graph),
+                  input={"name": INPUT_NAME, "dtype": "float32", "shape": shape, "quantization": None},
+                  output={"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, _num_classes(context)]})
 
 
 def _name_onnx_io(graph) -> None:
@@ -220,12 +218,14 @@ def _num_classes(context: ExportContext) -> int:
     return int(context.float_model.outputs[0].shape[-1])
 
 
-def export_tflite_float32(context: ExportContext, out_dir) -> dict:
+@_writes("tflite_float32")
+def export_tflite_float32(context: ExportContext, out_dir) -> ManifestEntry:
     """model_float32.tflite: float32 weights and I/O."""
     return _write_tflite("tflite_float32", context.tflite("float32"), out_dir, context, precision="float32")
 
 
-def export_tflite_float16(context: ExportContext, out_dir) -> dict:
+@_writes("tflite_float16")
+def export_tflite_float16(context: ExportContext, out_dir) -> ManifestEntry:
     """model_float16.tflite plus gpu_compatibility.txt (the converter's GPU-delegate analysis)."""
     data = context.tflite("float16")
     text = gpu_compatibility_report(data)
@@ -234,13 +234,15 @@ def export_tflite_float16(context: ExportContext, out_dir) -> dict:
                          gpu_compatibility=summarize_gpu_compatibility(text))
 
 
-def export_tflite_dynamic(context: ExportContext, out_dir) -> dict:
+@_writes("tflite_dynamic")
+def export_tflite_dynamic(context: ExportContext, out_dir) -> ManifestEntry:
     """model_dynamic.tflite: dynamic-range quantization (int8 weights, float activations and I/O)."""
     return _write_tflite("tflite_dynamic", context.tflite("dynamic"), out_dir, context,
                          precision="int8 weights / float activations")
 
 
-def export_tflite_int8(context: ExportContext, out_dir) -> dict:
+@_writes("tflite_int8")
+def export_tflite_int8(context: ExportContext, out_dir) -> ManifestEntry:
     """model_int8.tflite: full integer with int8 I/O; from the QAT model when there is one, else PTQ."""
     _require_data(context, "tflite_int8")
     data = context.tflite("int8", use_qat=True)
@@ -248,42 +250,30 @@ def export_tflite_int8(context: ExportContext, out_dir) -> dict:
                          quantization="qat" if context.qat_model is not None else "ptq")
 
 
-def export_edgetpu(context: ExportContext, out_dir) -> dict:
+@_writes("edgetpu")
+def export_edgetpu(context: ExportContext, out_dir) -> ManifestEntry:
     """model_edgetpu_ready.tflite (uint8 I/O, batch 1), edgetpu_check.json, and the compiler's output if present."""
     _require_data(context, "edgetpu")
     data = context.tflite("uint8", batch_size=1, use_qat=True)
     entry = _write_tflite("edgetpu", data, out_dir, context, precision="full int8 (uint8 I/O)",
                           quantization="qat" if context.qat_model is not None else "ptq")
-    path = Path(out_dir) / EXPORT_TARGETS["edgetpu"].file
+    path = Path(out_dir) / TARGET_SPECS["edgetpu"].file
     findings = check_edgetpu(path)
     findings["path"] = path.name
     compiler = run_edgetpu_compiler(path, out_dir)
     findings["compiler"] = compiler
     write_json(Path(out_dir) / EDGETPU_CHECK_FILE, findings)
-    entry["edgetpu"] = {"compatible": findings["compatible"], "problems": findings["problems"],
-                        "compiler": compiler, "check_file": EDGETPU_CHECK_FILE}
-    return entry
+    edgetpu = {"compatible": findings["compatible"], "problems": findings["problems"], "compiler": compiler,
+               "check_file": EDGETPU_CHECK_FILE}
+    return dataclasses.replace(entry, details={**entry.details, "edgetpu": edgetpu})
 
 
 def _require_data(context: ExportContext, target: str) -> None:
     if context.representative_images is None:
         raise InvalidInputError(
             f"Target {target!r} is full-integer and needs representative data: pass data= (the training "
-            "dataset) or, on the command line, --dataset."
+            "dataset)."
         )
-
-
-# target name -> its function (EXPORT_TARGETS' order).
-TARGET_FUNCTIONS = OrderedDict(
-    keras=export_keras,
-    saved_model=export_saved_model,
-    onnx=export_onnx,
-    tflite_float32=export_tflite_float32,
-    tflite_float16=export_tflite_float16,
-    tflite_dynamic=export_tflite_dynamic,
-    tflite_int8=export_tflite_int8,
-    edgetpu=export_edgetpu,
-)
 
 
 def gpu_compatibility_report(model_content: bytes) -> str:
@@ -321,45 +311,77 @@ def write_labels(out_dir, class_names) -> Path:
     return write_text(Path(out_dir) / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
 
 
-def parse_targets(targets) -> list[str]:
-    """"all", a comma-separated string or a list -> target names in EXPORT_TARGETS' order; unknown names raise."""
+# Every target with its writer: `TARGET_SPECS`' facts, in its order (what `nin_keras.EXPORT_TARGETS` is).
+EXPORT_TARGETS: "OrderedDict[str, ExportTarget]" = OrderedDict(
+    (name, ExportTarget(**{field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)},
+                        write=_WRITERS[name]))
+    for name, spec in TARGET_SPECS.items()
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSelection:
+    """The targets an export writes, chosen once from what the user asked for (see `select_targets`).
+
+    Attributes:
+        names: the targets to write, in `EXPORT_TARGETS`' order.
+        skipped: targets "all" left out here -> why (an optional dependency is not installed).
+    """
+
+    names: tuple[str, ...]
+    skipped: dict = dataclasses.field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def select_targets(targets="all") -> TargetSelection:
+    """The targets to export: "all", a comma-separated string or a list of names; a selection is kept as is.
+
+    "all" is every target whose optional dependencies are installed; those that are not are named in
+    `skipped`. A target named on its own whose dependency is missing is refused.
+
+    Args:
+        targets: "all", "keras,tflite_int8", ["keras", "tflite_int8"], or a `TargetSelection`. None is "all".
+
+    Returns:
+        A `TargetSelection`: the names in `EXPORT_TARGETS`' order and the skipped targets with the reason.
+
+    Raises:
+        InvalidInputError: no targets, an unknown target, or a target whose optional dependency is missing.
+    """
+    if isinstance(targets, TargetSelection):
+        return targets
     if targets is None:
         targets = "all"
-    if isinstance(targets, str):
-        names = [t.strip() for t in targets.split(",") if t.strip()]
-    else:
-        names = [str(t).strip() for t in targets]
+    parts = targets.split(",") if isinstance(targets, str) else [str(t) for t in targets]
+    names = [name.strip() for name in parts if name.strip()]
+    known = f"Known targets: all, {', '.join(EXPORT_TARGETS)}."
     if not names:
-        raise InvalidInputError(f"No export targets given. Known targets: all, {', '.join(EXPORT_TARGETS)}.")
-    missing = unavailable_targets()
-    if "all" in names:  # every target whose dependencies are installed (skipped_targets says which are not)
-        return [t for t in EXPORT_TARGETS if t not in missing]
-    unknown = [n for n in names if n not in EXPORT_TARGETS]
+        raise InvalidInputError(f"No export targets given. {known}")
+    unknown = [name for name in names if name != "all" and name not in EXPORT_TARGETS]
     if unknown:
         raise InvalidInputError(
-            f"Unknown export target{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. "
-            f"Known targets: all, {', '.join(EXPORT_TARGETS)}."
-        )
+            f"Unknown export target{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. {known}")
+    missing = unavailable_targets()
+    if "all" in names:
+        return TargetSelection(tuple(t for t in EXPORT_TARGETS if t not in missing), missing)
     for name in names:
         if name in missing:
-            raise InvalidInputError(f"The {name} target needs {missing[name]}.")
-    return [t for t in EXPORT_TARGETS if t in names]
+            raise InvalidInputError(f"The {name} target needs {missing[name]} (or leave it out of --targets).")
+    return TargetSelection(tuple(t for t in EXPORT_TARGETS if t in names))
 
 
 def unavailable_targets() -> dict[str, str]:
-    """Targets whose optional dependencies are not installed -> what to install."""
-    missing = [m for m in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if not missing:
-        return {}
-    return {"onnx": f"{', '.join(missing)}, not installed here: pip install 'nin-keras[onnx]'"}
+    """Targets whose optional dependencies are not installed here -> what is missing and how to install it."""
+    return {name: reason for name, target in EXPORT_TARGETS.items() if (reason := target.missing()) is not None}
 
 
-def skipped_targets(targets) -> dict[str, str]:
-    """What "all" leaves out on this machine, and why (empty when targets were named one by one)."""
-    names = [targets] if isinstance(targets, str) else list(targets or ["all"])
-    asked_all = any("all" in [t.strip() for t in str(name).split(",")] for name in names)
-    return unavailable_targets() if asked_all else {}
-
-
-__all__ = ["EXPORT_TARGETS", "ExportContext", "TARGET_FUNCTIONS", "TargetInfo", "parse_targets", "skipped_targets",
-           "unavailable_targets"]
+__all__ = ["EXPORT_TARGETS", "ExportContext", "ExportTarget", "Manifest", "ManifestEntry", "TargetSelection",
+           "select_targets", "unavailable_targets"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import keras
 
 from nin_keras.checks import check_choice, check_int
+from nin_keras.errors import InvalidInputError
 from nin_keras.models.layers import FusedBatchNormalization
 
 # Torch-port BN settings: momentum 0.9 lets moving statistics settle in short runs (Keras' 0.99 lags).
@@ -64,7 +65,7 @@ def mlpconv_block(x, filters: Sequence[int], kernel_size: int, strides: int = 1,
     """
     filters = list(filters)
     if not filters:
-        raise ValueError("filters must name at least one width, e.g. (192, 160, 96); received an empty list.")
+        raise InvalidInputError("filters must name at least one width, e.g. (192, 160, 96); received an empty list.")
     filters = [check_int(f"filters[{i}]", width, minimum=1) for i, width in enumerate(filters)]
     check_choice("padding", padding, ("same", "valid"))
     last = len(filters) - 1

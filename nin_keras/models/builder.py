@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 
 from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
+from nin_keras.data.splits import as_splits
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.formatting import format_size
 from nin_keras.machine import total_memory_bytes
@@ -90,7 +91,7 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
                                    maximum=MAX_WIDTH_MULTIPLIER)
     dropout_rate = check_float("dropout_rate", dropout_rate, minimum=0, maximum=1, max_inclusive=False)
     if include_top and pooling is not None:
-        raise ValueError(
+        raise InvalidInputError(
             f"pooling={pooling!r} only applies with include_top=False (with the top, GAP is the pooling)."
         )
     final_relu = batch_norm if final_relu is None else bool(final_relu)
@@ -230,11 +231,11 @@ def _check_fits_in_memory(preset: NINPreset, shape, num_classes: int, width_mult
     if weights + per_image <= available:
         return
     raise InvalidInputError(
-        f"build_nin(variant={preset.name!r}, width_multiplier={width_multiplier:g}) for "
+        f"A {preset.name!r} NIN at width_multiplier={width_multiplier:g} for "
         f"{'x'.join(map(str, shape))} images would need at least {format_size(weights + per_image)} of memory "
         f"({params:,} parameters: {format_size(weights)} of float32 weights, plus {format_size(per_image)} of "
         f"activations for a single image; training needs several times that), but this machine has "
-        f"{format_size(available)}. Use a smaller width multiplier (CLI: --width)."
+        f"{format_size(available)}. Use a smaller width multiplier (width_multiplier=)."
     )
 
 
@@ -288,17 +289,21 @@ def adapt_standardization(model: keras.Model, images) -> None:
 
     Args:
         model: a model from `build_nin(..., preprocessing="standardize")`.
-        images: raw training images, an array or a `tf.data.Dataset` of images (or of (images, labels)).
+        images: raw training images: an array, a `tf.data.Dataset` of images, or any form
+            `nin_keras.data.as_splits` takes (a `DatasetSplits`: its train split).
+
+    Raises:
+        ValueError: the model has no "standardize" layer.
+        InvalidInputError: data of another form (see `as_splits`).
     """
     try:
         layer = model.get_layer("standardize")
     except ValueError:
-        raise ValueError(
+        raise IncompatibleModelError(
             "This model has no 'standardize' layer; build it with preprocessing='standardize'."
         ) from None
-    if hasattr(images, "element_spec") and isinstance(images.element_spec, tuple):
-        images = images.map(lambda x, *_: x)
-    layer.adapt(images)
+    splits = as_splits(images, batch_size=256, images_only=True)
+    layer.adapt(splits.split("train").map(lambda x, _: x))
 
 
 def _width(width, num_classes: int, multiplier: float) -> int:
@@ -346,11 +351,11 @@ def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise ValueError(
+        raise InvalidInputError(
             f"input_shape must be (height, width, channels); received {input_shape!r}."
         ) from None
     if len(shape) != 3:
-        raise ValueError(
+        raise InvalidInputError(
             f"input_shape must have rank 3, (height, width, channels); received {shape!r} "
             f"(rank {len(shape)})."
         )
@@ -361,7 +366,7 @@ def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[
     height, width, _ = shape
     minimum = minimum_input_size(preset.name)
     if min(side for side in (height, width, minimum) if side is not None) < minimum:
-        raise ValueError(
+        raise InvalidInputError(
             f"input_shape {shape!r} is too small for variant {preset.name!r}: its downsampling needs at "
             f"least {minimum}x{minimum}."
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from nin_keras._atomic import atomic_path
-from nin_keras.errors import InvalidInputError, UnsafeFileError
+from nin_keras.errors import InvalidInputError, MissingFileError, UnsafeFileError, one_line
 from nin_keras.models.layers import FusedBatchNormalization
 
 
@@ -38,7 +38,7 @@ def load_model(path) -> keras.Model:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Model file not found: {path}")
+        raise MissingFileError(f"Model file not found: {path}")
     if path.is_dir():
         raise InvalidInputError(
             f"{path} is a folder; expected a .keras file (a SavedModel folder is an export artifact: "
@@ -61,7 +61,7 @@ def load_model(path) -> keras.Model:
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except (ValueError, TypeError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        message = " ".join(str(error).split())
+        message = one_line(error)
         unsafe = _unsafe_reason(message)
         if unsafe is not None:
             reason, trusted_fix = unsafe

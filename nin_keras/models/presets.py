@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from nin_keras.choices import VARIANT_NAMES, check_same
+from nin_keras.errors import InvalidInputError
 
 CLASSES = "classes"
 
@@ -133,4 +134,4 @@ def get_preset(variant: str) -> NINPreset:
         return PRESETS[variant]
     except (KeyError, TypeError):
         known = ", ".join(sorted(PRESETS))
-        raise ValueError(f"Unknown variant {variant!r}. Known variants: {known}.") from None
+        raise InvalidInputError(f"Unknown variant {variant!r}. Known variants: {known}.") from None

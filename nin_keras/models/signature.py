@@ -5,8 +5,8 @@
 - `outputs_probabilities(model)`: whether its outputs are probabilities (softmax/sigmoid) or logits.
 - `check_data_fits(model, data)`: raises `IncompatibleModelError` when a dataset's image shape or labels do
   not fit the model. Training, quantization, export and evaluation all call it before any slow work.
-- `check_pixels(images)`: refuses pixels no model can classify (complex numbers, NaN, infinity), which
-  artifacts would otherwise answer each in their own way.
+- `check_pixels(images)` (from `nin_keras.data.splits`, which checks arrays with it): refuses pixels no model
+  can classify (complex numbers, NaN, infinity), which artifacts would otherwise answer each in their own way.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import as_splits, check_pixels
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 
 # Final activations whose outputs are probabilities; every other (linear, None) means logits.
@@ -76,38 +76,28 @@ def check_data_fits(model, data) -> None:
 
     Args:
         model: an image classifier ((batch, H, W, C) -> (batch, classes)), Keras 3 or tf_keras.
-        data: a `DatasetSplits` (shape and class count must match), a `tf.data.Dataset` of (images, labels)
-            (shape only: reading labels would cost a pass) or an `(images, labels)` pair (shape, and every
-            label a class id of the model, or one-hot of the model's width).
+        data: any form `nin_keras.data.as_splits` takes: a `DatasetSplits` (shape and class count must match),
+            a `tf.data.Dataset` of (images, labels) (shape only, and one-hot width: reading labels would cost a
+            pass) or an `(images, labels)` pair (shape, and every label a class id of the model).
 
     Raises:
         IncompatibleModelError: the shapes or classes differ; the message names both and the fix.
-        InvalidInputError: data of another type, or empty arrays.
+        InvalidInputError: data of another form, or empty arrays (see `as_splits`).
     """
     model_shape, model_classes = check_image_classifier(model)
-    if isinstance(data, DatasetSplits):
-        _check_shape(model, data.input_shape, f"dataset {data.name!r}")
-        if int(data.num_classes) != model_classes:
-            raise IncompatibleModelError(
-                f"Model {model.name!r} predicts {model_classes} classes but dataset {data.name!r} has "
-                f"{data.num_classes} classes. Use a model built for this data: "
-                f"build_nin(num_classes={data.num_classes}, "
-                f"input_shape={tuple(data.input_shape)})."
-            )
-        return
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not hasattr(data[0], "element_spec"):
-        check_arrays_fit(model, data[0], data[1])
-        return
-    spec = getattr(data, "element_spec", None)
-    if isinstance(spec, tuple) and len(spec) >= 2:
-        shape = tuple(spec[0].shape)
-        shape = shape[1:] if len(shape) == 4 else shape
-        _check_shape(model, shape, "the dataset")
-        return
-    raise InvalidInputError(
-        f"Expected a DatasetSplits, a tf.data.Dataset of (images, labels) or an (images, labels) pair; received "
-        f"{type(data).__name__}."
-    )
+    splits = as_splits(data)
+    what = {"arrays": "the arrays", "dataset": "the dataset"}.get(splits.name, f"dataset {splits.name!r}")
+    _check_shape(model, splits.input_shape, what)
+    label_range = (splits.info or {}).get("label_range")
+    if label_range is not None:
+        check_labels_fit(model.name, model_classes, label_range)
+    if splits.num_classes is not None and int(splits.num_classes) != model_classes:
+        raise IncompatibleModelError(
+            f"Model {model.name!r} predicts {model_classes} classes but {what} has "
+            f"{splits.num_classes} classes. Use a model built for this data: "
+            f"build_nin(num_classes={splits.num_classes}, "
+            f"input_shape={tuple(splits.input_shape)})."
+        )
 
 
 def check_arrays_fit(model, images, labels=None) -> None:
@@ -135,27 +125,6 @@ def check_arrays_fit(model, images, labels=None) -> None:
             )
         return
     check_labels_fit(model.name, num_classes, labels)
-
-
-def check_pixels(images, what: str = "The images") -> None:
-    """Raises InvalidInputError when `images` (an array, first axis the images) hold complex, NaN or infinite
-    values: a model's answer for them means nothing, and each artifact kind answers differently."""
-    images = np.asarray(images)
-    if np.iscomplexobj(images):
-        raise InvalidInputError(
-            f"{what} are complex numbers (dtype {images.dtype}); pixels must be real values (uint8 0..255 or "
-            "float). Pass np.real(images) or np.abs(images) if that is what you mean."
-        )
-    if not np.issubdtype(images.dtype, np.floating) or np.isfinite(np.sum(images, dtype=np.float64)):
-        return  # integers are always finite; a finite sum means every pixel is (checked without a mask first)
-    bad = ~np.isfinite(images.reshape(len(images), -1) if images.ndim > 1 else images.reshape(-1, 1))
-    per_image = bad.any(axis=1)
-    if per_image.any():
-        count, first = int(per_image.sum()), int(np.argmax(per_image))
-        raise InvalidInputError(
-            f"{what} hold NaN or infinite pixels ({count} of {len(per_image)} image(s), the first at index "
-            f"{first}): no model can classify them. Fix or drop those images (np.isfinite finds them)."
-        )
 
 
 def check_labels_fit(model_name: str, num_classes: int, labels) -> None:

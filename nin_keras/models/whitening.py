@@ -20,7 +20,7 @@ from keras import ops
 
 from nin_keras.checks import check_float
 from nin_keras.data.preprocessing import GCN_MIN_DIVISOR, GCN_SCALE, GCN_SQRT_BIAS, ZCA_EPSILON, GCNZCA
-from nin_keras.data.splits import DatasetSplits, as_arrays
+from nin_keras.data.splits import as_arrays, as_splits
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 
 
@@ -77,9 +77,13 @@ class GCNZCAWhitening(keras.layers.Layer):
         """Fits the whitening on raw training images (the paper fits on the training split only).
 
         Args:
-            data: raw training images: an array (N, H, W, C), a `tf.data.Dataset` of images or of
-                (images, labels), or a `DatasetSplits` (its train split, which must not be augmented and must
-                not be whitened already).
+            data: raw training images: an array (N, H, W, C), a `tf.data.Dataset` of images, or any form
+                `nin_keras.data.as_splits` takes (a `DatasetSplits`: its train split, which must not be
+                augmented and must not be whitened already).
+
+        Raises:
+            InvalidInputError: data of another form, augmented or already whitened.
+            IncompatibleModelError: images of another shape than the layer's.
         """
         images = _raw_training_images(data)
         if not self.built:
@@ -160,8 +164,9 @@ def adapt_whitening(model: keras.Model, data) -> None:
 
     Args:
         model: a model with one `GCNZCAWhitening` layer.
-        data: raw training images: an array, a `tf.data.Dataset` of images or (images, labels), or a
-            `DatasetSplits` loaded without `augment` and without `preprocessing` (its train split is used).
+        data: raw training images: an array, a `tf.data.Dataset` of images, or any form
+            `nin_keras.data.as_splits` takes (a `DatasetSplits` loaded without `augment` and without
+            `preprocessing`: its train split is used).
 
     Raises:
         InvalidInputError: the model has no whitening layer, or the data is augmented or already whitened.
@@ -178,29 +183,15 @@ def adapt_whitening(model: keras.Model, data) -> None:
 
 def _raw_training_images(data) -> np.ndarray:
     """The images of `data` as one numpy array, refusing data that cannot be what the paper fits on."""
-    if isinstance(data, DatasetSplits):
-        if data.preprocessor is not None:
-            raise InvalidInputError(
-                f"Dataset {data.name!r} is already GCN + ZCA whitened; the whitening layer fits on raw pixels: "
-                "load it without preprocessing (load_dataset(name))."
-            )
-        if (data.info or {}).get("augmentation"):
-            raise InvalidInputError(
-                f"Dataset {data.name!r} is augmented; fit the whitening on the training images as they are: "
-                "pass load_dataset(name) without augment=True (same seed and validation_split)."
-            )
-        data = data.split("train")
-    if hasattr(data, "element_spec") and isinstance(data.element_spec, tuple):
-        images = as_arrays(data)[0]
-    elif hasattr(data, "element_spec"):  # a dataset of images alone, batched or not
-        unbatched = len(data.element_spec.shape) == 3
-        batches = [np.asarray(b) for b in (data.batch(256) if unbatched else data).as_numpy_iterator()]
-        images = np.concatenate(batches) if batches else np.zeros((0,))
-    else:
-        images = np.asarray(data)
-    if images.ndim < 2 or images.dtype.kind not in "uif":
+    splits = as_splits(data, batch_size=256, images_only=True)
+    if splits.preprocessor is not None:
         raise InvalidInputError(
-            f"Expected images (N, height, width, channels) of numbers; received an array of shape "
-            f"{images.shape} and dtype {images.dtype}."
+            f"Dataset {splits.name!r} is already GCN + ZCA whitened; the whitening layer fits on raw pixels: "
+            "load it without preprocessing (load_dataset(name))."
         )
-    return images
+    if (splits.info or {}).get("augmentation"):
+        raise InvalidInputError(
+            f"Dataset {splits.name!r} is augmented; fit the whitening on the training images as they are: "
+            "pass load_dataset(name) without augment=True (same seed and validation_split)."
+        )
+    return as_arrays(splits, split="train")[0]

@@ -24,12 +24,11 @@ import numpy as np
 import tensorflow as tf
 
 from nin_keras.checks import check_float, check_int
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import as_splits
 from nin_keras.display import ProgressDisplay, fit_progress
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.models.signature import check_data_fits, check_image_classifier, outputs_probabilities
 from nin_keras.process_state import LEGACY_KERAS_VAR, preserve_legacy_keras_flag
-from nin_keras.quantization.data import training_arrays
 from nin_keras.quantization.twin import to_tf_keras
 
 DEFAULT_LEARNING_RATE = 1e-4
@@ -105,11 +104,13 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
     Args:
         model: a Keras 3 functional image classifier (built here or loaded from a `.keras` file).
         data: training data: a `DatasetSplits` (its train split), a `tf.data.Dataset` of (images, labels)
-            batches, or `(images, labels)` arrays. Images are raw pixels, as the model takes them.
+            (batched or not), or `(images, labels)` arrays (`nin_keras.data.as_splits`: used in their order).
+            Images are raw pixels, as the model takes them.
         epochs: fine-tuning epochs (0 only inserts the FakeQuant ops, calibrated by the converter's
             representative data). Defaults to 1.
         learning_rate: Adam learning rate; small, since the float model is already trained. Defaults to 1e-4.
-        batch_size: batch size when `data` are arrays. Defaults to 64.
+        batch_size: batch size when `data` are arrays or an unbatched dataset, or when `limit` is given.
+            Defaults to 64.
         limit: use at most this many training examples. Defaults to all.
         float_layers: names of layers tfmot's scheme cannot quantize that may train without fake
             quantization (see `quantization_plan`); the converter then calibrates them. Defaults to none:
@@ -152,11 +153,7 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
                                    base=tf_keras.callbacks.Callback,
                                    display=progress if isinstance(progress, ProgressDisplay) else None)
             try:
-                if isinstance(fit_data, tuple):
-                    fit = qat_model.fit(fit_data[0], fit_data[1], epochs=epochs, batch_size=batch_size,
-                                        shuffle=True, verbose=0, callbacks=display.callbacks)
-                else:
-                    fit = qat_model.fit(fit_data, epochs=epochs, verbose=0, callbacks=display.callbacks)
+                fit = qat_model.fit(fit_data, epochs=epochs, verbose=0, callbacks=display.callbacks)
             finally:
                 display.close()
             history = {key: [float(v) for v in values] for key, values in fit.history.items()}
@@ -165,21 +162,15 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
 
 
 def _training_data(model, data, *, limit, batch_size):
-    """(fit input, labels are one-hot): arrays as `(images, labels)`, datasets streamed (never loaded whole)."""
+    """(fit dataset, labels are one-hot): the training split of any accepted form, streamed (never loaded whole)."""
     if data is None:
         raise InvalidInputError("quantize_aware needs training data: a DatasetSplits, a dataset or arrays.")
-    if not (isinstance(data, DatasetSplits) or hasattr(data, "element_spec")):
-        images, labels = training_arrays(model, data, limit=limit)
-        return (images, labels), np.asarray(labels).ndim == 2
-    check_data_fits(model, data)
-    dataset = data.split("train") if isinstance(data, DatasetSplits) else data
-    spec = dataset.element_spec
-    if not isinstance(spec, tuple) or len(spec) < 2:
-        raise InvalidInputError("The training dataset must yield (images, labels) pairs.")
-    if len(spec[0].shape) == 4:
-        dataset = dataset.unbatch() if limit is not None else dataset
-    if limit is not None or len(spec[0].shape) == 3:
-        dataset = (dataset.take(limit) if limit is not None else dataset).batch(batch_size)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    splits = as_splits(data, batch_size=batch_size)
+    check_data_fits(model, splits)
+    dataset = splits.split("train")
+    if limit is not None:
+        dataset = dataset.unbatch().take(check_int("limit", limit, minimum=1)).batch(batch_size)
     one_hot = len(dataset.element_spec[1].shape) == 2
     dataset = dataset.map(lambda x, y, *_: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), one_hot
@@ -230,7 +221,7 @@ def _plan_twin(twin, tfmot, *, float_layers=()) -> dict:
         raise IncompatibleModelError(
             f"tfmot's 8-bit scheme cannot quantization-aware train these layers of {twin.name!r}: "
             f"{reasons}. Choose one: let them train without fake quantization, with "
-            f"float_layers=[{', '.join(map(repr, refused))}] (CLI: --qat-float-layers) - the int8 converter then "
+            f"float_layers=[{', '.join(map(repr, refused))}] - the int8 converter then "
             "gives them ranges from the calibration images, so the int8 files stay integer-only; or use post-training "
             "int8 for the whole model (qat_epochs=0)."
         )

@@ -31,7 +31,7 @@ import keras
 
 from nin_keras._atomic import atomic_path, write_json, write_text
 from nin_keras.checks import check_choice
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, MissingDependencyError, one_line
 from nin_keras.models.io import save_model
 
 
@@ -78,7 +78,7 @@ def read_backup_metadata(backup_dir) -> dict | None:
     """The metadata of the backup in `backup_dir` (see `AtomicBackupAndRestore`), or None when there is none.
 
     Raises:
-        ValueError: the metadata file exists but is unreadable.
+        InvalidInputError: the metadata file exists but is unreadable.
     """
     path = Path(backup_dir) / BACKUP_METADATA
     if not path.exists():
@@ -87,8 +87,8 @@ def read_backup_metadata(backup_dir) -> dict | None:
         metadata = json.loads(path.read_text(encoding="utf-8"))
         int(metadata["epoch"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"The backup in {backup_dir} is unreadable ({error}); start over with --overwrite.") \
-            from None
+        raise InvalidInputError(f"The backup in {backup_dir} is unreadable ({error}); start over with "
+                                "overwrite=True.") from None
     return metadata
 
 
@@ -120,17 +120,17 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         weights = Path(self.backup_dir) / metadata.get("weights", "latest.weights.h5")
         if not weights.exists():
-            raise ValueError(f"The backup in {self.backup_dir} names {weights.name}, which is missing; start "
-                             "over with --overwrite.")
+            raise InvalidInputError(f"The backup in {self.backup_dir} names {weights.name}, which is missing; "
+                                    "start over with overwrite=True.")
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         try:
             self.model.load_weights(str(weights))
         except (ValueError, KeyError) as error:
-            detail = " ".join(str(error).split())[:300]
-            raise ValueError(
+            detail = one_line(error, 300)
+            raise InvalidInputError(
                 f"The backup in {self.backup_dir} does not fit this model/optimizer ({detail}). Resume with the "
-                "same options as the original run, or start over with --overwrite."
+                "same options as the original run, or start over with overwrite=True."
             ) from None
         self.restored_epoch = int(metadata["epoch"])
         self.model._initial_epoch = self.restored_epoch
@@ -206,7 +206,7 @@ class BestModelSaver(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         if value is None:
             available = ", ".join(sorted(logs)) or "none"
-            raise ValueError(f"Cannot monitor {self.monitor!r}: the epoch logs have {available}.")
+            raise InvalidInputError(f"Cannot monitor {self.monitor!r}: the epoch logs have {available}.")
         if not all(_finite(v) for v in logs.values()) or not self._better(float(value), logs):
             return
         self.twin.set_weights(self.model.get_weights())
@@ -314,8 +314,8 @@ def tensorboard_wanted(value) -> bool:
     check_choice("tensorboard", value, (True, False, "auto"))
     installed = importlib.util.find_spec("tensorboard") is not None  # TensorFlow no longer depends on it
     if value is True and not installed:
-        raise InvalidInputError("tensorboard=True needs the tensorboard package: pip install tensorboard "
-                                "(or pass tensorboard=False / --no-tensorboard).")
+        raise MissingDependencyError("tensorboard=True needs the tensorboard package: pip install tensorboard "
+                                     "(or pass tensorboard=False).")
     return installed if value == "auto" else bool(value)
 
 

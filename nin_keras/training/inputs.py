@@ -1,44 +1,34 @@
-"""What `fit` reads: the data `train` accepts, adapted to train/validation/test pipelines.
+"""What `fit` reads: the data `train` accepts, as a `DatasetSplits`, then ready for `fit`.
 
-`adapt_data` takes a `DatasetSplits`, an (images, labels) pair of arrays or a batched tf.data.Dataset of
-(images, labels); `for_fit` then adds the recipe's augmentation, fixes the steps per epoch, one-hot encodes
-labels for label smoothing and shards the pipelines across workers. Whether the data fits the model is
-`nin_keras.models.signature`'s check.
+`training_splits` turns whatever `train` was given into a `DatasetSplits` with `nin_keras.data.as_splits` (the
+one adapter: a `DatasetSplits`, an (images, labels) pair of arrays, or a tf.data.Dataset of (images, labels),
+batched or not; bare data is the training split) and checks it fits the model; `for_fit` then adds the
+recipe's augmentation, fixes the steps per epoch, one-hot encodes labels for label smoothing and shards the
+pipelines across workers, and returns a `FitSplits`: the same splits plus those step counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
 from nin_keras.data.pipeline import Augmentation, augment_dataset
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import DatasetSplits, as_splits
 from nin_keras.errors import InvalidInputError
 from nin_keras.models.signature import check_data_fits, check_image_classifier
 
 
 @dataclasses.dataclass
-class Inputs:
-    """The pipelines of a run and what its record says about them.
+class FitSplits(DatasetSplits):
+    """A run's `DatasetSplits` as `fit` reads them, with the step counts `for_fit` fixed.
 
     Attributes:
-        train, validation, test: batched tf.data pipelines of (images, labels); validation and test may be None.
-        name: the dataset's name ("arrays" or "dataset" for data passed as such).
-        num_classes, input_shape, info: the dataset's classes, image shape and description.
-        steps: batches per epoch (set by `for_fit`).
+        steps: batches per epoch.
         fit_steps: `steps_per_epoch` for `fit`; None lets `fit` read one pass over `train`.
         validation_steps: batches per validation pass when sharded across workers, else None.
     """
 
-    train: object
-    validation: object
-    test: object
-    name: str
-    num_classes: int
-    input_shape: tuple
-    info: dict
     steps: int | None = None
     fit_steps: int | None = None
     validation_steps: int | None = None
@@ -49,34 +39,22 @@ class Inputs:
                 "info": self.info, "steps_per_epoch": self.steps}
 
 
-def adapt_data(data, model, *, batch_size: int) -> Inputs:
-    """`data` as pipelines for `model`; arrays are batched by `batch_size`.
+def training_splits(data, model, *, batch_size: int) -> DatasetSplits:
+    """`data` (any form `as_splits` takes; bare data is the training split, batched by `batch_size`) for `model`.
 
     Raises:
         IncompatibleModelError: the data does not fit the model (image shape, classes).
-        InvalidInputError: no training split, or a dataset that does not yield batches of (images, labels).
+        InvalidInputError: no training split, or data of another form.
     """
     _, classes = check_image_classifier(model)
-    check_data_fits(model, data)  # also refuses anything but the three kinds below
-    if isinstance(data, DatasetSplits):
-        if data.train is None:
-            raise InvalidInputError(f"Dataset {data.name!r} has no training split.")
-        return Inputs(data.train, data.validation, data.test, str(data.name), int(data.num_classes),
-                      tuple(data.input_shape), dict(data.info or {}))
-    if isinstance(data, (tuple, list)):  # (images, labels), same length and non-empty (checked above)
-        images, labels = np.asarray(data[0]), np.asarray(data[1]).astype("int32")
-        dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-        return Inputs(dataset, None, None, "arrays", classes, tuple(images.shape[1:]), {"size": int(len(images))})
-    spec = data.element_spec
-    if len(spec) != 2:
-        raise InvalidInputError("The dataset must yield (images, labels) batches.")
-    if len(spec[0].shape) != 4:
-        raise InvalidInputError(f"The dataset must be batched: (batch, height, width, channels) images; its images "
-                                f"have shape {tuple(spec[0].shape)}. Call .batch(n) on it.")
-    return Inputs(data, None, None, "dataset", classes, tuple(spec[0].shape[1:]), {})
+    splits = as_splits(data, split="train", batch_size=batch_size, num_classes=classes)
+    check_data_fits(model, splits)
+    if splits.train is None:
+        raise InvalidInputError(f"Dataset {splits.name!r} has no training split.")
+    return splits
 
 
-def count_steps(inputs: Inputs, steps_per_epoch: int | None) -> int:
+def count_steps(inputs: DatasetSplits, steps_per_epoch: int | None) -> int:
     """Batches per epoch: `steps_per_epoch`, or one pass over the training split.
 
     Raises:
@@ -88,16 +66,17 @@ def count_steps(inputs: Inputs, steps_per_epoch: int | None) -> int:
     return steps
 
 
-def batch_size_of(inputs: Inputs, default: int | None) -> int | None:
-    """Images per training batch: what load_dataset recorded, `default` for arrays, None when unknown."""
+def batch_size_of(inputs: DatasetSplits, default: int | None) -> int | None:
+    """Images per training batch: what load_dataset or as_splits recorded, `default` for arrays, None when unknown."""
     recorded = (inputs.info or {}).get("batch_size")
     if recorded is not None:
         return int(recorded)
     return default if inputs.name == "arrays" else None
 
 
-def for_fit(inputs: Inputs, *, steps_per_epoch: int | None, num_workers: int, label_smoothing: float,
-            augmentation: Augmentation | None = None, seed: int | None = None, steps: int | None = None) -> Inputs:
+def for_fit(inputs: DatasetSplits, *, steps_per_epoch: int | None, num_workers: int, label_smoothing: float,
+            augmentation: Augmentation | None = None, seed: int | None = None,
+            steps: int | None = None) -> FitSplits:
     """`inputs` ready for `fit`: augmented (if asked), steps per epoch fixed, labels one-hot under label
     smoothing, sharded for workers. `steps`: the batches per epoch when already counted (`count_steps`), so
     a dataset of unknown length is not read through twice.
@@ -121,8 +100,9 @@ def for_fit(inputs: Inputs, *, steps_per_epoch: int | None, num_workers: int, la
         validation = one_hot(validation, inputs.num_classes) if validation is not None else None
         test = one_hot(test, inputs.num_classes) if test is not None else None
     fit_steps = steps if (steps_per_epoch is not None or num_workers > 1) else None
-    return dataclasses.replace(inputs, train=train, validation=validation, test=test, steps=steps,
-                               fit_steps=fit_steps, validation_steps=validation_steps)
+    fields = {field.name: getattr(inputs, field.name) for field in dataclasses.fields(DatasetSplits)}
+    return FitSplits(**{**fields, "train": train, "validation": validation, "test": test}, steps=steps,
+                     fit_steps=fit_steps, validation_steps=validation_steps)
 
 
 def one_hot(dataset, num_classes: int):

@@ -27,6 +27,7 @@ import tensorflow as tf
 from nin_keras.checks import check_choice
 from nin_keras.choices import PRECISIONS
 # Imported under a module-level name so tests can stand in another CPU.
+from nin_keras.errors import IncompatibleModelError
 from nin_keras.machine import cpu_flags as _cpu_flags
 
 
@@ -74,7 +75,7 @@ def choose_precision(requested: str = "auto") -> PrecisionChoice:
         A `PrecisionChoice` (`policy`, `requested`, `reason`).
 
     Raises:
-        ValueError: an unknown precision.
+        InvalidInputError: an unknown precision.
     """
     check_choice("precision", requested, PRECISIONS)
     if requested != "auto":
@@ -157,7 +158,7 @@ def clone_with_policy(model, policy: str, *, replace_layer=None):
         The new model (weights copied). The caller's global dtype policy is unchanged afterwards.
 
     Raises:
-        ValueError: the model cannot be cloned (a subclassed model).
+        IncompatibleModelError: the model cannot be cloned (a subclassed model).
     """
     output_layers = set()
     for tensor in getattr(model, "outputs", None) or []:
@@ -184,7 +185,7 @@ def clone_with_policy(model, policy: str, *, replace_layer=None):
         try:
             clone = keras.models.clone_model(model, clone_function=clone_layer)
         except ValueError as error:
-            raise ValueError(
+            raise IncompatibleModelError(
                 f"Cannot rebuild model {model.name!r} under precision {policy!r}: {error} (subclassed models "
                 "cannot be cloned; build it with the functional API, e.g. nin_keras.build_nin)."
             ) from None

@@ -144,7 +144,7 @@ def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"Unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)}.") from None
+        raise InvalidInputError(f"Unknown recipe {name!r}. Known recipes: {', '.join(RECIPES)}.") from None
 
 
 def resolve_recipe(recipe: str | Recipe | None, *, has_batch_norm: bool, variant: str | None = None, optimizer=None,
@@ -268,7 +268,7 @@ def plan_recipe(recipe: Recipe, *, epochs: int, steps_per_epoch: int, batch_size
     if warmup > 0 and recipe.schedule != "cosine":
         if warmup_epochs is not None:
             raise InvalidInputError(f"A warm-up needs the cosine schedule; this run's schedule is "
-                                    f"{recipe.schedule!r}: pass schedule='cosine' (--schedule cosine) or no warm-up.")
+                                    f"{recipe.schedule!r}: pass schedule='cosine' or no warm-up.")
         warmup = 0.0  # the recipe's warm-up belongs to its cosine schedule, which an override replaced
     recipe = dataclasses.replace(recipe, warmup=warmup)
     peak = recipe.learning_rate * _batch_factor(recipe, batch_size)
@@ -358,4 +358,4 @@ def make_optimizer(plan: RecipePlan):
         return keras.optimizers.Adam(schedule, weight_decay=weight_decay)
     if recipe.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=float(recipe.weight_decay))
-    raise ValueError(f"Unknown optimizer {recipe.optimizer!r}. Allowed: {', '.join(OPTIMIZERS)}.")
+    raise InvalidInputError(f"Unknown optimizer {recipe.optimizer!r}. Allowed: {', '.join(OPTIMIZERS)}.")

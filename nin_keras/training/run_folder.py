@@ -26,7 +26,7 @@ from pathlib import Path
 import keras
 
 from nin_keras._atomic import remove_stale_staging, staging_dir, swap_dir, write_json
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, MissingFileError, NotAFolderError, OutputExistsError
 from nin_keras.machine import machine_facts
 from nin_keras.training.callbacks import read_backup_metadata
 from nin_keras.training.strategy import StrategyChoice
@@ -89,28 +89,28 @@ class RunFolder:
         config = self.paths["config"]
         if resume:
             if self.path.exists() and not self.path.is_dir():
-                raise NotADirectoryError(f"Run folder {self.path} exists and is not a folder.")
+                raise NotAFolderError(f"Run folder {self.path} exists and is not a folder.")
             if not config.exists():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"Nothing to resume in {self.path}: it has no {RUN_FILES['config']} (not a nin-keras run folder, "
-                    "or the run never finished its first epoch). Drop --resume to start a new run."
+                    "or the run never finished its first epoch). Leave out resume=True to start a new run."
                 )
             if epochs is not None:
                 self._check_epochs_left(epochs)
             self.previous = self.read_config()
             return
         if self.path.exists() and not self.path.is_dir():
-            raise NotADirectoryError(f"Run folder {self.path} exists and is not a folder.")
+            raise NotAFolderError(f"Run folder {self.path} exists and is not a folder.")
         if self.path.exists() and any(self.path.iterdir()):
             if not overwrite:
-                raise FileExistsError(
-                    f"Run folder {self.path} already exists. Pass --resume (resume=True) to continue that run, "
-                    "--overwrite (overwrite=True) to replace it, or choose another --out/--name."
+                raise OutputExistsError(
+                    f"Run folder {self.path} already exists. Pass resume=True to continue that run, "
+                    "overwrite=True to replace it, or choose another out_dir= or name=."
                 )
             if not config.exists():
-                raise FileExistsError(
+                raise OutputExistsError(
                     f"Refusing to overwrite {self.path}: it is not empty and has no {RUN_FILES['config']}, so it "
-                    "does not look like a nin-keras run folder. Choose another --out."
+                    "does not look like a nin-keras run folder. Choose another out_dir=."
                 )
         # What an earlier first epoch of this run folder left: a killed process's, or a failed call's here.
         remove_stale_staging(self.path, own_process=True)
@@ -123,9 +123,9 @@ class RunFolder:
         done = int(metadata["epoch"]) if metadata else 0
         if epochs < done:
             raise InvalidInputError(
-                f"The run in {self.path} already has {done} epochs, more than --epochs {epochs} (epochs is the "
-                f"run's total, not epochs to add): nothing to resume. Pass --epochs {done + 1} or more to train "
-                "it further, or --overwrite to start a new run."
+                f"The run in {self.path} already has {done} epochs, more than epochs={epochs} (epochs is the "
+                f"run's total, not epochs to add): nothing to resume. Pass epochs={done + 1} or more to train "
+                "it further, or overwrite=True to start a new run."
             )
 
     def promote(self, callbacks=()) -> None:

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from nin_keras.checks import check_choice
 from nin_keras.choices import STRATEGIES
+from nin_keras.errors import InvalidInputError
 
 # TensorFlow allows one MultiWorkerMirroredStrategy per process (collectives are configured once).
 _MULTIWORKER = None
@@ -58,7 +59,7 @@ def read_tf_config() -> dict | None:
     """The parsed TF_CONFIG environment variable, or None when unset.
 
     Raises:
-        ValueError: TF_CONFIG is not valid JSON or lacks cluster/task.
+        InvalidInputError: TF_CONFIG is not valid JSON or lacks cluster/task.
     """
     text = os.environ.get("TF_CONFIG", "").strip()
     if not text:
@@ -66,9 +67,9 @@ def read_tf_config() -> dict | None:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}).") from None
+        raise InvalidInputError(f"TF_CONFIG is not valid JSON ({error}).") from None
     if not isinstance(config, dict) or "cluster" not in config or "task" not in config:
-        raise ValueError(
+        raise InvalidInputError(
             'TF_CONFIG must hold "cluster" and "task", e.g. {"cluster": {"worker": ["host1:port", '
             '"host2:port"]}, "task": {"type": "worker", "index": 0}}.'
         )
@@ -104,7 +105,7 @@ def get_strategy(name: str = "auto") -> StrategyChoice:
         replicas and, for multi-worker training, this process's worker index and whether it is the chief.
 
     Raises:
-        ValueError: an unknown name, or "multiworker" without a usable TF_CONFIG, or created too late.
+        InvalidInputError: an unknown name, or "multiworker" without a usable TF_CONFIG, or created too late.
     """
     check_choice("strategy", name, STRATEGIES)
     requested = name
@@ -141,7 +142,7 @@ def _multiworker(requested: str) -> StrategyChoice:
     global _MULTIWORKER
     config = read_tf_config()
     if config is None:
-        raise ValueError(
+        raise InvalidInputError(
             "strategy 'multiworker' needs the TF_CONFIG environment variable describing the cluster, e.g. "
             'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
             '"index": 0}}\' on the first machine (index 1 on the second).'
@@ -151,7 +152,7 @@ def _multiworker(requested: str) -> StrategyChoice:
         try:
             _MULTIWORKER = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as error:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Could not create MultiWorkerMirroredStrategy ({error}). It must be created before any other "
                 "TensorFlow op runs: call nin_keras.training.get_strategy('multiworker') first thing."
             ) from None

@@ -58,9 +58,9 @@ def how_it_ended(run: RunCallbacks, *, epochs: int, model_path: Path, plan: Reci
                 if best and model_path.exists() else
                 "No epoch finished before that, so there is no saved model.")
         peak = plan.peak_learning_rate
-        tips = [f"a lower learning rate (this run's peak: {peak:g}; try {peak / 10:g} with --lr / learning_rate=)"]
+        tips = [f"a lower learning rate (this run's peak: {peak:g}; try learning_rate={peak / 10:g})"]
         if precision.mixed:
-            tips.append(f"--precision float32 (this run used {precision.policy})")
+            tips.append(f"precision='float32' (this run used {precision.policy})")
         if not batch_norm:
             tips.append("a model with batch normalization")
         return "nan", (f"Training diverged: the loss became {event['loss']} at epoch {event['epoch']}, step "

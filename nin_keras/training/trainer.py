@@ -17,13 +17,14 @@ from tensorflow.python.framework import config as tf_framework_config  # (is_/di
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
                               check_float, check_int)
+from nin_keras.data.splits import DatasetSplits
 from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
 from nin_keras.models.builder import variant_of
 from nin_keras.models.signature import has_batch_norm
 from nin_keras.training.callbacks import run_callbacks, tensorboard_wanted
-from nin_keras.training.inputs import Inputs, adapt_data, batch_size_of, count_steps, for_fit
+from nin_keras.training.inputs import FitSplits, batch_size_of, count_steps, for_fit, training_splits
 from nin_keras.training.precision import PrecisionChoice, choose_precision, clone_with_policy
 from nin_keras.training.recipes import Recipe, RecipePlan, plan_recipe, resolve_recipe
 from nin_keras.training.run_folder import RunFolder
@@ -90,7 +91,7 @@ def _op_determinism(enabled: bool):
             tf_framework_config.disable_op_determinism()
 
 
-def _plan(recipe: Recipe, inputs: Inputs, *, epochs: int, steps_per_epoch: int | None, batch_size: int,
+def _plan(recipe: Recipe, inputs: DatasetSplits, *, epochs: int, steps_per_epoch: int | None, batch_size: int,
           warmup_epochs, augment, dropout) -> RecipePlan:
     """The recipe resolved for this run's budget, batch and images (see `plan_recipe`)."""
     info = inputs.info or {}
@@ -100,7 +101,7 @@ def _plan(recipe: Recipe, inputs: Inputs, *, epochs: int, steps_per_epoch: int |
                        data_augmented=bool(info.get("augmentation")))
 
 
-def _config_record(model, inputs: Inputs, *, plan: RecipePlan, recipe_note: str, precision: PrecisionChoice,
+def _config_record(model, inputs: FitSplits, *, plan: RecipePlan, recipe_note: str, precision: PrecisionChoice,
                    strategy: StrategyChoice, batch_norm: bool, variant: str | None, arguments: dict) -> dict:
     """What config.json says of a session's set-up (`RunFolder.start` adds the machine and the sessions)."""
     recipe = plan.recipe
@@ -140,8 +141,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
 
     Args:
         model: a Keras image classifier, e.g. `nin_keras.build_nin(...)` (functional or Sequential).
-        data: a `DatasetSplits` (`nin_keras.load_dataset`; validation and test splits are used), a batched
-            `tf.data.Dataset` of (images, labels), or an (images, labels) pair of arrays.
+        data: a `DatasetSplits` (`nin_keras.load_dataset`; validation and test splits are used), a
+            `tf.data.Dataset` of (images, labels) (batched or not), or an (images, labels) pair of arrays.
         epochs: total epochs of the run (a resumed run continues up to this number).
         recipe: "budget" (AdamW, warm-up then cosine over exactly this run, label smoothing, augmentation
             chosen by the epoch budget and the kind of images), "paper" (SGD momentum 0.9, lr 0.1 with BN /
@@ -221,7 +222,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe | None = None, optim
                                               label_smoothing=label_smoothing)
 
     # ---- data, strategy (a MultiWorkerMirroredStrategy may exist already: it must precede any TF op), folder
-    inputs = adapt_data(data, model, batch_size=batch_size)
+    inputs = training_splits(data, model, batch_size=batch_size)
     plan = _plan(recipe_used, inputs, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                  warmup_epochs=warmup_epochs, augment=augment, dropout=dropout)
     strategy_choice = resolve_strategy(strategy)

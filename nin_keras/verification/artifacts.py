@@ -32,7 +32,8 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from nin_keras._atomic import folder_size
-from nin_keras.errors import IncompatibleModelError, InvalidInputError
+from nin_keras.errors import (IncompatibleModelError, InvalidInputError, MissingDependencyError, MissingFileError,
+                              one_line)
 from nin_keras.models import check_image_classifier, check_pixels, load_model
 from nin_keras.process_state import silenced_native_stderr
 
@@ -69,7 +70,7 @@ def load_artifact(artifact, *, num_threads: int | None = None):
         raise InvalidInputError(f"Cannot evaluate an object of type {type(artifact).__name__}; expected {ACCEPTED}.")
     path = Path(artifact)
     if not path.exists():
-        raise FileNotFoundError(f"Artifact not found: {path} (expected {ACCEPTED}).")
+        raise MissingFileError(f"Artifact not found: {path} (expected {ACCEPTED}).")
     if path.is_dir():
         return SavedModelRunner(path)
     suffix = path.suffix.lower()
@@ -248,7 +249,7 @@ class SavedModelRunner(Runner):
         try:
             loaded = tf.saved_model.load(str(folder))
         except Exception as error:  # TF raises assorted types for corrupt protobufs
-            message = " ".join(str(error).split())[:300]
+            message = one_line(error, 300)
             raise InvalidInputError(f"Could not load the SavedModel in {folder} (corrupt?): {message}") from None
         signatures = dict(getattr(loaded, "signatures", {}) or {})
         if SIGNATURE not in signatures:
@@ -465,8 +466,8 @@ class OnnxRunner(Runner):
         try:
             import onnxruntime  # lazy: the [onnx] extra
         except ImportError:
-            raise InvalidInputError(f"{path} is an ONNX model: running it needs onnxruntime "
-                                    "(pip install 'nin-keras[onnx]').") from None
+            raise MissingDependencyError(f"{path} is an ONNX model: running it needs onnxruntime "
+                                         "(pip install 'nin-keras[onnx]').") from None
         path = Path(path)
         options = onnxruntime.SessionOptions()
         if num_threads:
@@ -474,7 +475,7 @@ class OnnxRunner(Runner):
         try:
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for unreadable files
-            raise InvalidInputError(f"{path} is not a loadable ONNX model: {' '.join(str(error).split())[:300]}")
+            raise InvalidInputError(f"{path} is not a loadable ONNX model: {one_line(error, 300)}")
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise IncompatibleModelError(f"{path.name} is not an image classifier: it needs one NHWC image input.")
@@ -505,7 +506,7 @@ def _make_interpreter(path, content, num_threads):
             interpreter = Interpreter(model_content=content, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        message = " ".join(str(error).split())[:300]
+        message = one_line(error, 300)
         if "custom op" in message.lower() or "edgetpu" in message.lower():
             raise InvalidInputError(
                 f"{path} uses operations this CPU runtime does not have ({message}). An Edge TPU-compiled "

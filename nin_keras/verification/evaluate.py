@@ -12,10 +12,10 @@ import time
 import numpy as np
 
 from nin_keras.checks import check_int
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import as_splits
 from nin_keras.display import progress_to
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
-from nin_keras.models.signature import check_labels_fit, check_pixels
+from nin_keras.models.signature import check_labels_fit
 from nin_keras.process_state import silenced_native_stderr
 from nin_keras.verification.artifacts import load_artifact
 
@@ -27,8 +27,9 @@ def evaluate(artifact, data, *, reference=None, limit=None, batch_size=64, progr
         artifact: a Keras model, a `.keras` file, a SavedModel folder (or a TF Serving folder of numbered
             versions: the highest is used) or any `.tflite` (float32/float16/dynamic/int8/uint8 I/O,
             dynamic batch or static batch 1). Raw pixels go in; quantization is handled.
-        data: a `DatasetSplits` (its test split), a batched `tf.data.Dataset` of `(images, labels)`, or a
-            tuple of numpy arrays `(images, labels)`.
+        data: a `DatasetSplits` (its test split), a `tf.data.Dataset` of `(images, labels)` (batched or not:
+            an unbatched one is batched by `batch_size`), or a tuple of numpy arrays `(images, labels)`; all
+            of it is evaluated (`nin_keras.data.as_splits`).
         reference: optional artifact (typically the Keras model) whose top-1 predictions the artifact's are
             compared with. Defaults to None (no agreement).
         limit: evaluate at most this many examples. Defaults to all.
@@ -71,41 +72,17 @@ class EvalData:
     def __init__(self, data, *, limit=None, batch_size=64):
         self.limit = check_int("limit (None for all)", limit, minimum=1, allow_none=True)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.num_classes = data.num_classes if isinstance(data, DatasetSplits) else None
-        self.name = data.name if isinstance(data, DatasetSplits) else None
-        if isinstance(data, DatasetSplits):
-            data = data.split("test")
-        self._arrays = self._dataset = None
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            images, labels = np.asarray(data[0]), _labels(data[1])
-            if images.ndim not in (3, 4):  # before counting: len() of a 5-D array counts something else
-                raise IncompatibleModelError(
-                    f"Images must be a 4-D array (count, height, width, channels), or 3-D (count, height, width) "
-                    f"for one-channel models; received a {images.ndim}-D array of shape {images.shape}."
-                )
-            if len(images) != len(labels):
-                raise InvalidInputError(f"The data has {len(images)} images but {len(labels)} labels.")
-            self._arrays = (images[:self.limit], labels[:self.limit])
-            check_pixels(self._arrays[0])  # here, so the message counts over the whole array, not one batch
-        elif hasattr(data, "element_spec"):
-            spec = data.element_spec
-            if not isinstance(spec, tuple) or len(spec) < 2:
-                raise InvalidInputError("The dataset must yield (images, labels) pairs.")
-            if len(spec[0].shape) == 3:  # unbatched
-                data = data.batch(self.batch_size)
-            self._dataset = data
-        else:
-            raise InvalidInputError(
-                f"Expected a DatasetSplits, a tf.data.Dataset of (images, labels) or an (images, labels) tuple; "
-                f"received {type(data).__name__}."
-            )
+        splits = as_splits(data, split="test", batch_size=self.batch_size)
+        self.num_classes, self.name = splits.num_classes, splits.name
+        self._size = (splits.info or {}).get("size")  # arrays: known without reading them
+        self._dataset = splits.split("test")
         self._first = None
 
     @property
     def total(self) -> int | None:
         """Number of examples if known without reading the data (for the progress bar), else None."""
-        if self._arrays is not None:
-            return len(self._arrays[1])
+        if self._size is not None:
+            return self._size if self.limit is None else min(self._size, self.limit)
         batches = int(self._dataset.cardinality())
         if batches < 0:  # unknown or infinite
             return self.limit
@@ -126,11 +103,6 @@ class EvalData:
         return self._first
 
     def __iter__(self):
-        if self._arrays is not None:
-            images, labels = self._arrays
-            for i in range(0, len(labels), max(self.batch_size, 256)):
-                yield images[i:i + max(self.batch_size, 256)], labels[i:i + max(self.batch_size, 256)]
-            return
         seen = 0
         for images, labels in self._dataset.as_numpy_iterator():
             labels = _labels(labels)

@@ -1,43 +1,84 @@
 """`verify_export(out_dir, data)`: evaluate and time every artifact of an export; write report.json/report.md.
 
 report.json holds `{"rows": [...], "dataset": {...}, "machine": {...}, "reference": ..., "notes": [...],
-"created": ...}`; each row has the keys in `ROW_KEYS` (plus `error` when an artifact could not run).
+"created": ...}`; each row is a `ReportRow` written with the keys in `ROW_KEYS` (plus its `details`: the
+tflite metadata, the timing's spread, `error` when an artifact could not run).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import sys
 import warnings
 from pathlib import Path
 
-from rich.table import Table
-
 from nin_keras import _atomic
 from nin_keras.checks import check_path
 from nin_keras.data.splits import DatasetSplits
 from nin_keras.display import progress_to
-from nin_keras.errors import IncompatibleModelError
+from nin_keras.errors import IncompatibleModelError, MissingFileError, one_line
 from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
     EDGETPU_COMPILED_GLOB,
     EDGETPU_COMPILED_TARGET,
     REPORT_FILES,
-    TARGET_FILES,
+    TARGET_SPECS,
+    Record,
 )
-from nin_keras.exporting import EXPORT_TARGETS
 from nin_keras.exporting.metadata import describe_metadata, read_metadata
-from nin_keras.formatting import format_percent, format_size
+from nin_keras.formatting import REPORT_COLUMNS, artifact_columns, artifact_markdown, artifact_table
 from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
 from nin_keras.verification.latency import benchmark_inference
 
 # File (or folder) name -> target, in report order (saved_model/1 is found as its folder saved_model/).
-ARTIFACTS = tuple((file.split("/")[0], target) for target, file in TARGET_FILES.items())
+ARTIFACTS = tuple((spec.file.split("/")[0], target) for target, spec in TARGET_SPECS.items())
 ROW_KEYS = ("artifact", "target", "path", "size_bytes", "precision", "input", "output", "accuracy", "agreement",
             "latency_ms_batch1_median", "throughput_images_per_s", "edgetpu")
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class ReportRow(Record):
+    """One artifact's row of the verification report; it also reads as the dict report.json holds.
+
+    Attributes:
+        artifact: the file (or folder) name.
+        target: the export target it belongs to (`edgetpu_compiled` for edgetpu_compiler's output).
+        path: its path.
+        size_bytes: bytes on disk.
+        precision: what it computes in ("float32", "full int8", ...); None if it could not be loaded.
+        input: dtype, shape and quantization of its input; None if it could not be loaded.
+        output: the same of its output.
+        accuracy: top-1 accuracy on the test data; None if it could not run.
+        agreement: share of images whose top-1 class is the reference model's; None without a reference.
+        latency_ms_batch1_median: median batch-1 latency; None without timing.
+        throughput_images_per_s: batched throughput; None without timing.
+        edgetpu: the Edge TPU check (edgetpu_check.json) for Edge TPU files, else None.
+        details: the rest as written: tflite `metadata`, `mean_confidence`, the timing's p90, batch and
+            threads, and `error` when the artifact could not be evaluated.
+    """
+
+    artifact: str
+    target: str
+    path: str
+    size_bytes: int | None
+    precision: str | None = None
+    input: dict | None = None
+    output: dict | None = None
+    accuracy: float | None = None
+    agreement: float | None = None
+    latency_ms_batch1_median: float | None = None
+    throughput_images_per_s: float | None = None
+    edgetpu: dict | None = None
+    details: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        """Why the artifact could not be evaluated, or None."""
+        return self.details.get("error")
 
 
 def discover_artifacts(out_dir) -> list[tuple[Path, str]]:
@@ -48,7 +89,7 @@ def discover_artifacts(out_dir) -> list[tuple[Path, str]]:
     return found
 
 
-def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30, threads=2) -> list[dict]:
+def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30, threads=2) -> list[ReportRow]:
     """Evaluates and times every artifact in an export folder and writes report.json and report.md there.
 
     Args:
@@ -62,7 +103,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         threads: TFLite interpreter threads for evaluation and timing. Defaults to 2.
 
     Returns:
-        The rows (one dict per artifact, keys `ROW_KEYS`), as written to report.json.
+        The rows (one `ReportRow` per artifact), as written to report.json (`row.to_dict()`).
 
     Raises:
         FileNotFoundError: `out_dir` does not exist or holds no known artifact.
@@ -73,7 +114,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
     found = discover_artifacts(out_dir)
     if not found:
         names = ", ".join(name for name, _ in ARTIFACTS)
-        raise FileNotFoundError(f"No artifacts in {out_dir}: expected some of {names}, *_edgetpu.tflite.")
+        raise MissingFileError(f"No artifacts in {out_dir}: expected some of {names}, *_edgetpu.tflite.")
     source = EvalData(data)
     with progress_to(progress, stream=sys.stderr) as display:  # one display for every artifact
         reference_name, reference_top1 = _reference_pass(reference_model, out_dir, source, display)
@@ -92,7 +133,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         "reference": reference_name,
         "timing": {"runs": runs, "threads": threads},
         "notes": _notes(rows, edgetpu_check, reference_name),
-        "rows": rows,
+        "rows": [row.to_dict() for row in rows],
     }
     json_file, markdown_file = REPORT_FILES
     _atomic.write_json(out_dir / json_file, report)
@@ -102,8 +143,8 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
 
 def _reference_pass(reference_model, out_dir: Path, source: EvalData, display):
     """(name, top-1 per image) of the reference model (the export's model.keras by default), or (None, None)."""
-    if reference_model is None and (out_dir / TARGET_FILES["keras"]).exists():
-        reference_model = out_dir / TARGET_FILES["keras"]
+    if reference_model is None and (out_dir / TARGET_SPECS["keras"].file).exists():
+        reference_model = out_dir / TARGET_SPECS["keras"].file
     if reference_model is None:
         return None, None
     ref = load_artifact(reference_model)
@@ -114,7 +155,7 @@ def _reference_pass(reference_model, out_dir: Path, source: EvalData, display):
 def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, reference_top1, edgetpu_check, *,
                     display, runs: int, threads: int):
     """(report row, images evaluated or None) of one artifact; an artifact that cannot run gets `error`."""
-    row, count = _empty_row(path, target, out_dir), None
+    row, count = _empty_row(path, target), None
     if target in ("edgetpu", EDGETPU_COMPILED_TARGET):
         row["edgetpu"] = edgetpu_check
     try:
@@ -135,41 +176,22 @@ def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, re
     except IncompatibleModelError:
         raise
     except Exception as error:  # one artifact that cannot run must not hide the others' results
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = one_line(error)
         row["error"] = message
         warnings.warn(f"verify_export: {path.name}: {message}", stacklevel=3)
-    return row, count
+    return ReportRow(**{key: row.pop(key) for key in ROW_KEYS}, details=row), count
 
 
 def report_table(rows, *, title: str = "Exported artifacts"):
-    """A `rich.table.Table` of `verify_export` rows: artifact, precision, size, accuracy, agreement, latency.
+    """A `rich.table.Table` of `verify_export` rows: artifact, size, precision, accuracy, agreement, latency,
+    throughput (`nin_keras.formatting.artifact_table`, the same table as report.md's).
 
     Print it with `rich.print`; as a notebook cell's last value it shows as an HTML table.
     """
-    table = Table(title=title, title_justify="left", caption="agreement: top-1 equal to the Keras model's; "
-                  "latency: batch 1, median", caption_justify="left")
-    table.add_column("artifact", no_wrap=True)
-    table.add_column("precision")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("accuracy", justify="right", no_wrap=True)
-    table.add_column("agreement", justify="right", no_wrap=True)
-    table.add_column("latency ms", justify="right", no_wrap=True)
-    table.add_column("images/s", justify="right", no_wrap=True)
-    for row in rows:
-        latency, throughput = row.get("latency_ms_batch1_median"), row.get("throughput_images_per_s")
-        table.add_row(
-            str(row.get("artifact")),
-            str(row.get("precision") or ""),
-            format_size(row.get("size_bytes")),
-            format_percent(row.get("accuracy")),
-            format_percent(row.get("agreement")),
-            "n/a" if latency is None else f"{latency:.3f}",
-            "n/a" if throughput is None else f"{throughput:,.0f}",
-        )
-    return table
+    return artifact_table(rows, title=title)
 
 
-def _empty_row(path: Path, target: str, out_dir: Path) -> dict:
+def _empty_row(path: Path, target: str) -> dict:
     row = dict.fromkeys(ROW_KEYS)
     row.update(artifact=path.name, target=target, path=str(path), size_bytes=_atomic.folder_size(path))
     return row
@@ -257,7 +279,7 @@ def _clients_section(rows) -> list[str]:
     """Which client takes which file, and the metadata each .tflite carries (what MediaPipe reads)."""
     lines = ["", "## Clients and metadata", ""]
     for row in rows:
-        info = EXPORT_TARGETS.get(row["target"])
+        info = TARGET_SPECS.get(row["target"])
         if info is None:
             continue
         lines.append(f"- `{row['artifact']}`: {info.clients}.")
@@ -273,21 +295,6 @@ def _clients_section(rows) -> list[str]:
     return lines
 
 
-def _io(details) -> str:
-    if not details:
-        return "-"
-    shape = "x".join("?" if d is None else str(d) for d in details.get("shape") or [])
-    text = f"{details.get('dtype')} [{shape}]"
-    quant = details.get("quantization")
-    if quant:
-        text += f" q({quant[0]:.4g}, {quant[1]})"
-    return text
-
-
-def _num(value, fmt) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def render_markdown(report: dict) -> str:
     """report.md: the table, the machine, the dataset, the notes."""
     data, machine = report["dataset"], report["machine"]
@@ -296,17 +303,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"Created {report['created']} from `{report['folder']}`.",
         "",
-        "| artifact | size | precision | input | output | accuracy | agreement | latency b1 (ms) | "
-        "throughput (img/s) |",
-        "|---|---:|---|---|---|---:|---:|---:|---:|",
+        *artifact_markdown(report["rows"], artifact_columns(REPORT_COLUMNS)),
     ]
-    for row in report["rows"]:
-        lines.append(
-            f"| {row['artifact']} | {format_size(row['size_bytes'])} | {row['precision'] or '-'} "
-            f"| {_io(row['input'])} "
-            f"| {_io(row['output'])} | {_num(row['accuracy'], '.4f')} | {_num(row['agreement'], '.4f')} "
-            f"| {_num(row['latency_ms_batch1_median'], '.3f')} | {_num(row['throughput_images_per_s'], '.1f')} |"
-        )
     lines += _clients_section(report["rows"])
     lines += [
         "",

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from nin_keras._atomic import atomic_path
 from nin_keras.display import show_image
+from nin_keras.errors import InvalidInputError
 from nin_keras.formatting import format_size
 
 # Keras names for the accuracy metric, in the order they are looked up.
@@ -36,7 +37,7 @@ def save_figure(figure, path, *, show: bool | None = None) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"Figures are written as PNG; the path must end with .png: {path}")
+        raise InvalidInputError(f"Figures are written as PNG; the path must end with .png: {path}")
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     if show is not False:
@@ -59,17 +60,18 @@ def plot_training_curves(history, path, *, title: str | None = None, show: bool 
         The path of the PNG.
 
     Raises:
-        ValueError: `history` holds neither a loss nor an accuracy series.
+        InvalidInputError: `history` holds neither a loss nor an accuracy series.
     """
     history = getattr(history, "history", history)
     if not isinstance(history, dict):
-        raise ValueError(f"history must be a dict of metric name -> list of values; received {type(history).__name__}.")
+        raise InvalidInputError(f"history must be a dict of metric name -> list of values; "
+                                f"received {type(history).__name__}.")
     series = {key: _as_floats(key, values) for key, values in history.items()}
     accuracy_key = next((k for k in _ACCURACY_KEYS if k in series or f"val_{k}" in series), "accuracy")
     panels = [("loss", "Loss", "loss"), (accuracy_key, "Accuracy", "accuracy")]
     if not any(key in series or f"val_{key}" in series for key, _, _ in panels):
         names = ", ".join(sorted(series)) or "nothing"
-        raise ValueError(
+        raise InvalidInputError(
             f"history has no loss or accuracy series to plot (it holds {names}); expected keys such as "
             "loss, accuracy, val_loss, val_accuracy."
         )
@@ -131,9 +133,10 @@ def plot_confusion_matrix(labels, predictions, class_names, path, *, title: str 
         predictions = predictions.argmax(axis=-1)
     predictions = predictions.reshape(-1)
     if labels.shape != predictions.shape:
-        raise ValueError(f"labels and predictions differ in length: {labels.shape[0]} vs {predictions.shape[0]}.")
+        raise InvalidInputError(f"labels and predictions differ in length: {labels.shape[0]} vs "
+                                f"{predictions.shape[0]}.")
     if labels.size == 0:
-        raise ValueError("No labels to draw a confusion matrix from.")
+        raise InvalidInputError("No labels to draw a confusion matrix from.")
     labels, predictions = labels.astype(np.int64), predictions.astype(np.int64)
     if class_names is None:
         num_classes = int(max(labels.max(), predictions.max())) + 1
@@ -142,7 +145,8 @@ def plot_confusion_matrix(labels, predictions, class_names, path, *, title: str 
     num_classes = len(class_names)
     for name, values in (("labels", labels), ("predictions", predictions)):
         if values.min() < 0 or values.max() >= num_classes:
-            raise ValueError(f"{name} hold class ids outside 0..{num_classes - 1} (the {num_classes} class_names).")
+            raise InvalidInputError(f"{name} hold class ids outside 0..{num_classes - 1} "
+                                    f"(the {num_classes} class_names).")
 
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
@@ -190,7 +194,7 @@ def plot_artifact_comparison(rows, path, *, title: str | None = None, show: bool
     """
     rows = [dict(row) for row in rows]
     if not rows:
-        raise ValueError("No artifact rows to plot (verify_export returned none?).")
+        raise InvalidInputError("No artifact rows to plot (verify_export returned none?).")
     names = [str(row.get("artifact") or row.get("target") or f"artifact {i}") for i, row in enumerate(rows)]
     accuracy = [_number(row.get("accuracy")) for row in rows]
     agreement = [_number(row.get("agreement")) for row in rows]
@@ -276,4 +280,4 @@ def _as_floats(key, values) -> list[float]:
     try:
         return [float(v) for v in values]
     except (TypeError, ValueError):
-        raise ValueError(f"history[{key!r}] must be a list of numbers.") from None
+        raise InvalidInputError(f"history[{key!r}] must be a list of numbers.") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nin_keras.checks import check_int
-from nin_keras.errors import IncompatibleModelError
+from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.viz.figures import new_figure, save_figure
 
 GAP_LAYER_NAME = "gap"  # nin_keras.models.GAP_LAYER_NAME (not imported here: that would import keras early)
@@ -59,7 +59,7 @@ def class_confidence_maps(model, images, *, upsample: bool = True, batch_size: i
 
     Raises:
         IncompatibleModelError: the model has no GAP layer.
-        ValueError: images whose shape does not fit the model's input.
+        IncompatibleModelError: images whose shape does not fit the model's input.
     """
     import keras  # lazy: keras imports TensorFlow, and `import nin_keras.viz` (the figures) must not
 
@@ -111,7 +111,7 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
     num_classes = maps.shape[-1]
     names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
-        raise ValueError(f"class_names has {len(names)} names but the model has {num_classes} class maps.")
+        raise InvalidInputError(f"class_names has {len(names)} names but the model has {num_classes} class maps.")
     probabilities = predict_probabilities(model, images, maps)
     top_k = min(top_k, num_classes)
     columns = 2 + top_k
@@ -176,12 +176,12 @@ def _check_images(model, images) -> np.ndarray:
     if images.ndim == len(expected):
         images = images[None]
     if images.ndim != len(expected) + 1 or any(e is not None and e != s for e, s in zip(expected, images.shape[1:])):
-        raise ValueError(
+        raise IncompatibleModelError(
             f"Images of shape {tuple(images.shape)} do not fit model {model.name!r}, which takes "
             f"(batch, {', '.join(str(d) for d in expected)}); resize them (nin_keras.viz.load_images does)."
         )
     if len(images) == 0:
-        raise ValueError("No images given.")
+        raise InvalidInputError("No images given.")
     return images.astype(np.float32)
 
 

@@ -26,7 +26,8 @@ from rich.console import Console
 
 from nin_keras._atomic import write_json, write_text
 from nin_keras.data import as_arrays, load_dataset
-from nin_keras.formatting import format_percent, format_size
+from nin_keras.errors import NotAFolderError
+from nin_keras.formatting import MISSING, artifact_markdown, format_percent
 from nin_keras.models import build_nin
 from nin_keras.training import train
 from nin_keras.viz import (
@@ -86,7 +87,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     console = console or (Console() if sys.stdout.isatty() else Console(width=132))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"Demo folder {out_dir} is a file, not a folder: choose another --out.")
+        raise NotAFolderError(f"Demo folder {out_dir} is a file, not a folder: choose another out_dir=.")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     stage_seconds: dict[str, float] = {}
@@ -130,7 +131,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
     tick = time.perf_counter()
     export_dir = out_dir / "export"
     exported = export(trained, export_dir, targets="all", data=data, qat_epochs=settings.qat_epochs)
-    rows = exported["report"]
+    rows = [row.to_dict() for row in exported.report]
     stage_seconds["export"] = time.perf_counter() - tick
 
     # 4. figures ----------------------------------------------------------------------------------------
@@ -157,7 +158,7 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
         "float_accuracy": float_accuracy,
         "int8_accuracy": int8_accuracy,
         "int8_drop_points": drop,
-        "int8_choice": exported.get("int8_choice"),
+        "int8_choice": exported.int8_choice,
         "targets_met": bool(targets_met),
         "seconds": round(seconds, 1),
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
@@ -223,7 +224,7 @@ def _print_verdict(console, summary, settings) -> None:
     mark = "[green]met[/]" if summary["targets_met"] else "[bold red]NOT met[/]"
     console.print(f"Targets {mark}: float test accuracy {format_percent(accuracy)} (>= {settings.min_accuracy:.0%}), "
                   f"int8 {format_percent(summary['int8_accuracy'])}, drop "
-                  f"{'n/a' if drop is None else f'{drop:.2f}'} points (<= {settings.max_int8_drop_points}).")
+                  f"{MISSING if drop is None else f'{drop:.2f}'} points (<= {settings.max_int8_drop_points}).")
 
 
 def _int8_choice_line(choice) -> str:
@@ -251,21 +252,11 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
         + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items()) + ")",
         f"- Float (Keras) test accuracy: {format_percent(summary['float_accuracy'])}",
         f"- Full-int8 TFLite test accuracy: {format_percent(summary['int8_accuracy'])} (drop "
-        + ("n/a" if summary["int8_drop_points"] is None else f"{summary['int8_drop_points']:.2f}") + " points)",
+        + (MISSING if summary["int8_drop_points"] is None else f"{summary['int8_drop_points']:.2f}") + " points)",
         _int8_choice_line(summary.get("int8_choice")),
         "",
-        "| artifact | precision | size | accuracy | agreement | latency (batch 1) | throughput |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        *artifact_markdown(summary["rows"]),
     ]
-    for row in summary["rows"]:
-        latency = row.get("latency_ms_batch1_median")
-        throughput = row.get("throughput_images_per_s")
-        lines.append(
-            f"| {row.get('artifact')} | {row.get('precision') or ''} | {format_size(row.get('size_bytes'))} | "
-            f"{format_percent(row.get('accuracy'))} | {format_percent(row.get('agreement'))} | "
-            f"{'n/a' if latency is None else f'{latency:.3f} ms'} | "
-            f"{'n/a' if throughput is None else f'{throughput:,.0f} img/s'} |"
-        )
     lines += ["", "Agreement: share of test images where the artifact's top-1 class equals the Keras model's.", "",
               "## Figures", ""]
     for name, path in summary["figures"].items():

@@ -7,6 +7,7 @@ It spans three stages, so it lives here rather than in one of them: quantization
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -15,7 +16,8 @@ from nin_keras._atomic import write_json
 from nin_keras.checks import check_int
 from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
-from nin_keras.exporting import check_export_data, export_targets, parse_targets, to_tflite
+from nin_keras.export_layout import Record
+from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
 from nin_keras.models import check_data_fits, check_image_classifier, load_model
 from nin_keras.models import with_input_size
 from nin_keras.quantization import (
@@ -25,9 +27,27 @@ from nin_keras.quantization import (
     quantize_aware,
     representative_images,
 )
-from nin_keras.verification import evaluate, verify_export
+from nin_keras.verification import ReportRow, evaluate, verify_export
 
 DEFAULT_EXPORT_ROOT = "export"
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class ExportResult(Record):
+    """What `nin_keras.export` returns. It also reads as the dict of earlier versions (`result["manifest"]`).
+
+    Attributes:
+        out_dir: the export folder.
+        manifest: what was written (manifest.json), a `nin_keras.exporting.Manifest`.
+        report: one `nin_keras.verification.ReportRow` per artifact (report.json's rows), or None without data
+            or with verify=False.
+        int8_choice: the QAT-vs-post-training int8 comparison (int8_choice.json), or None when none was made.
+    """
+
+    out_dir: str
+    manifest: Manifest
+    report: tuple[ReportRow, ...] | None = None
+    int8_choice: dict | None = None
 
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
@@ -38,8 +58,10 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     Args:
         model: a Keras 3 image classifier, or a path to a `.keras` file (loaded safely).
         out_dir: export folder. Defaults to `export/<model name>/`.
-        targets: "all" or names from `nin_keras.EXPORT_TARGETS` (list or comma-separated): keras, saved_model,
-            tflite_float32, tflite_float16, tflite_dynamic, tflite_int8, edgetpu. Defaults to "all".
+        targets: "all" or names from `nin_keras.EXPORT_TARGETS` (list or comma-separated), or a
+            `nin_keras.exporting.TargetSelection` (used as it is). "all" leaves out targets whose optional
+            dependency is not installed (onnx without the [onnx] extra) and names them in the manifest's
+            `skipped`. Defaults to "all".
         data: a `DatasetSplits` (or (images, labels) arrays / a dataset of them). Its training split
             calibrates full-integer quantization (needed by tflite_int8 and edgetpu) and feeds QAT; its test
             split (DatasetSplits) or the arrays themselves evaluate every artifact (report.json/report.md).
@@ -62,15 +84,16 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             and width at; its weights are copied. Required for such a model. Defaults to the model's size.
 
     Returns:
-        dict with out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the verification
-        rows, or None without data / with verify=False) and int8_choice (None unless QAT was compared).
+        An `ExportResult`: out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the
+        verification rows, or None without data / with verify=False) and int8_choice (None unless QAT was
+        compared). `result.to_dict()` is its JSON form.
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
     model = with_input_size(model, input_size)  # exports need a static size
     check_image_classifier(model)
-    names = parse_targets(targets)
-    integer_targets = check_export_data(names, data)
+    selection = select_targets(targets)  # parsed once: export_targets takes the selection as it is
+    integer_targets = check_export_data(selection.names, data)
     if data is not None:
         check_data_fits(model, data)  # before any slow work
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
@@ -80,10 +103,10 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     if qat_epochs > 0 and not integer_targets:
         raise InvalidInputError(
             f"qat_epochs={qat_epochs} only affects the full-integer targets (tflite_int8, edgetpu), and none of "
-            f"them is among targets {list(names)}; add one or leave qat_epochs at 0."
+            f"them is among targets {list(selection.names)}; add one or leave qat_epochs at 0."
         )
     if qat_epochs > 0 and data is None:
-        raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (or --dataset).")
+        raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (the training dataset).")
 
     # One display for the whole job: QAT's epochs, the targets written and the checks show in one place.
     with progress_to(progress, stream=sys.stderr) as display:
@@ -97,22 +120,22 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             if int8_choice["chosen"] == "ptq":
                 qat_model = None
         display.log(f"Exporting {model.name} to {out_dir}/")
-        manifest = export_targets(model, out_dir, targets=names, data=data, qat_model=qat_model,
+        manifest = export_targets(model, out_dir, targets=selection, data=data, qat_model=qat_model,
                                   class_names=class_names, representative_samples=representative_samples,
                                   progress=display)
         report = None
         if verify and data is not None:
-            report = verify_export(out_dir, data, reference_model=model, progress=display)
+            report = tuple(verify_export(out_dir, data, reference_model=model, progress=display))
     if int8_choice is not None:
         write_json(out_dir / "int8_choice.json", int8_choice)
-    return {"out_dir": str(out_dir), "manifest": manifest, "report": report, "int8_choice": int8_choice}
+    return ExportResult(str(out_dir), manifest, report, int8_choice)
 
 
 def _check_float_layers(model, names, qat_epochs: int) -> list[str]:
     names = [names] if isinstance(names, str) else list(names or ())
     if names and qat_epochs == 0:
-        raise InvalidInputError("qat_float_layers only matters with quantization-aware training: add qat_epochs "
-                                "(CLI: --qat-epochs N) or leave it out.")
+        raise InvalidInputError("qat_float_layers only matters with quantization-aware training: pass "
+                                "qat_epochs= (1 or more) or leave it out.")
     unknown = sorted(set(names) - set(leaf_layer_names(model)))
     if unknown:
         raise InvalidInputError(f"qat_float_layers names {unknown}, which are not layers of {model.name!r} "

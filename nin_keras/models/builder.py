@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
 from nin_keras.data.splits import as_splits
@@ -302,6 +303,9 @@ def adapt_standardization(model: keras.Model, images) -> None:
         raise IncompatibleModelError(
             "This model has no 'standardize' layer; build it with preprocessing='standardize'."
         ) from None
+    if isinstance(images, np.ndarray):  # an array adapts without tf.data: on any Keras backend, no TensorFlow
+        layer.adapt(images)
+        return
     splits = as_splits(images, batch_size=256, images_only=True)
     layer.adapt(splits.split("train").map(lambda x, _: x))
 

@@ -70,7 +70,10 @@ def __getattr__(name: str):
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'nin_keras' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    from nin_keras.process_state import explain_missing_tensorflow  # lazy: `import nin_keras` imports nothing
+
+    with explain_missing_tensorflow(f"nin_keras.{name}"):  # a TensorFlow-only stage on another backend
+        value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value
     return value
 

@@ -86,8 +86,11 @@ def package_versions(distributions=RECORDED_PACKAGES) -> dict:
 
 
 def gpu_names() -> list[str]:
-    """Names of the GPUs TensorFlow sees (empty on a CPU-only machine)."""
-    import tensorflow as tf  # lazy: importing TensorFlow costs seconds; CPU facts should not pay for it
+    """Names of the GPUs TensorFlow sees (empty on a CPU-only machine, or without TensorFlow)."""
+    try:
+        import tensorflow as tf  # lazy: importing TensorFlow costs seconds; CPU facts should not pay for it
+    except ImportError:  # another Keras backend without TensorFlow: TensorFlow sees no GPU
+        return []
 
     names = []
     for device in tf.config.list_physical_devices("GPU"):

@@ -1,12 +1,17 @@
-"""Process-level settings: TensorFlow's start-up chatter, and keeping `TF_USE_LEGACY_KERAS` as we found it."""
+"""Process-level settings: TensorFlow's start-up chatter, keeping `TF_USE_LEGACY_KERAS` as we found it, and
+whether TensorFlow is there at all (the model core runs on any Keras 3 backend without it; `require_tensorflow`
+turns its absence into one clear error naming what to install)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
 import warnings
+
+from nin_keras.errors import MissingDependencyError
 
 LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
 
@@ -55,7 +60,7 @@ def quiet_tensorflow() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
-    with silenced_native_stderr():
+    with silenced_native_stderr(), contextlib.suppress(ImportError):  # no TensorFlow: nothing to quiet
         import tensorflow  # lazy: after the log level is set (its import logs from C++)
 
         # The first device query probes CUDA, and on a machine without a GPU that logs "failed call to cuInit"
@@ -78,3 +83,64 @@ def preserve_legacy_keras_flag():
             os.environ.pop(LEGACY_KERAS_VAR, None)
         else:
             os.environ[LEGACY_KERAS_VAR] = before
+
+
+# The TensorFlow-only packages (import name -> pip name): the model core runs on any Keras 3 backend without them.
+TENSORFLOW_PACKAGES = {"tensorflow": "tensorflow", "tf_keras": "tf-keras",
+                       "tensorflow_model_optimization": "tensorflow-model-optimization",
+                       "ai_edge_litert": "ai-edge-litert", "tensorflow_datasets": "tensorflow-datasets"}
+
+
+def missing_dependency(error: ImportError, feature: str) -> MissingDependencyError | None:
+    """The clear error for an `ImportError` of a TensorFlow-only package, else None (another import failed).
+
+    Args:
+        error: the ImportError an import raised.
+        feature: what needed the package, for the message ("export", "tf.data pipelines", ...).
+
+    Returns:
+        A `MissingDependencyError` naming the package and the pip command, or None.
+    """
+    if isinstance(error, MissingDependencyError):
+        return error
+    root = (getattr(error, "name", None) or "").split(".")[0]
+    if root not in TENSORFLOW_PACKAGES:
+        return None
+    return MissingDependencyError(
+        f"nin-keras needs TensorFlow for {feature}, and {root!r} cannot be imported here ({error}). Install it "
+        f"with `pip install {TENSORFLOW_PACKAGES[root]}` (or `pip install nin-keras` for every TensorFlow part). "
+        "Building, training on arrays, saving and loading models and their confidence maps work on any Keras "
+        "backend without it."
+    )
+
+
+@contextlib.contextmanager
+def explain_missing_tensorflow(feature: str):
+    """Turns an `ImportError` of a TensorFlow-only package raised in the block into a `MissingDependencyError`.
+
+    Raises:
+        MissingDependencyError: the block failed to import TensorFlow or one of its companions.
+    """
+    try:
+        yield
+    except ImportError as error:
+        clear = missing_dependency(error, feature)
+        if clear is None or clear is error:
+            raise
+        raise clear from None
+
+
+def require_tensorflow(feature: str):
+    """Imports and returns TensorFlow, or raises one clear error naming `feature` and what to install.
+
+    Args:
+        feature: what needs TensorFlow, for the message.
+
+    Returns:
+        The `tensorflow` module.
+
+    Raises:
+        MissingDependencyError: TensorFlow is not installed (or cannot be imported).
+    """
+    with explain_missing_tensorflow(feature):
+        return importlib.import_module("tensorflow")

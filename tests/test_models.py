@@ -166,8 +166,9 @@ BAD_ARGUMENTS = [
     (dict(preprocessing="zca"), "preprocessing 'zca'"),
     (dict(input_shape=(32, 32)), "rank 3"),
     (dict(input_shape=(1, 32, 32, 3)), "rank 4"),
-    (dict(input_shape=(32, -1, 3)), "each entry (a static size) must be an integer >= 1; received -1"),
-    (dict(input_shape=(None, None, 3)), "each entry (a static size) must be an integer >= 1; received None"),
+    (dict(input_shape=(32, -1, 3)), "or None for any size) and channels must be an integer >= 1; received -1"),
+    (dict(input_shape=(32, 32, None)), "and channels must be an integer >= 1; received None"),
+    (dict(input_shape=(None, 10, 3), variant="imagenet"), "at least 11x11"),
     (dict(variant="imagenet", input_shape=(10, 10, 3)), "at least 11x11"),
     (dict(variant="d2l", input_shape=(64, 64, 1)), "at least 67x67"),
 ]
@@ -330,3 +331,49 @@ def test_load_model_refuses_unknown_custom_objects(tmp_path):
             dst.writestr(item, data)
     with pytest.raises(nin_keras.errors.UnsafeFileError, match="not a Keras or nin-keras one"):
         nin_keras.load_model(tampered)
+
+
+def test_any_input_size_as_keras_applications(tmp_path):
+    """input_shape=(None, None, C) takes any size at least the minimum; export needs, and gets, a static one."""
+    from nin_keras.errors import InvalidInputError
+    from nin_keras.models import with_input_size
+
+    model = nin_keras.build_nin(10, input_shape=(None, None, 3), width_multiplier=0.1)
+    assert model.input_shape == (None, None, None, 3)
+    small, large = random_images(2, (16, 16, 3)), random_images(2, (40, 24, 3), seed=1)
+    assert model.predict(small, verbose=0).shape == model.predict(large, verbose=0).shape == (2, 10)
+    with pytest.raises(InvalidInputError, match="input_size=.height, width. .CLI: --input-size HxW"):
+        with_input_size(model)
+    for size in (16, (16, 16), "16x16", "16"):
+        static = with_input_size(model, size)
+        assert static.input_shape == (None, 16, 16, 3)
+        np.testing.assert_allclose(static.predict(small, verbose=0), model.predict(small, verbose=0), atol=1e-6)
+    assert with_input_size(static) is static and with_input_size(static, "16x16") is static
+    for bad in ("16x", 0, (16, 16, 3), "big", 16.5):
+        with pytest.raises(InvalidInputError, match="input_size must be"):
+            with_input_size(model, bad)
+    imagenet = nin_keras.build_nin(3, variant="imagenet", input_shape=(None, None, 3), width_multiplier=0.05)
+    with pytest.raises(InvalidInputError, match="at least 11x11"):
+        with_input_size(imagenet, 10)
+
+
+def test_build_with_weights_from_a_file(tmp_path):
+    """weights= takes a .weights.h5 or .keras file of the same architecture (any input size) and refuses others."""
+    from nin_keras.errors import IncompatibleModelError, InvalidInputError
+
+    trained = nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1)
+    trained.set_weights([w + 0.01 * i for i, w in enumerate(trained.get_weights())])
+    trained.save_weights(tmp_path / "nin.weights.h5")
+    nin_keras.save_model(trained, tmp_path / "nin.keras")
+    images = random_images(2, (16, 16, 3))
+    for source in ("nin.weights.h5", "nin.keras"):
+        model = nin_keras.build_nin(10, input_shape=(None, None, 3), width_multiplier=0.1,
+                                    weights=tmp_path / source)
+        np.testing.assert_allclose(model.predict(images, verbose=0), trained.predict(images, verbose=0), atol=1e-5)
+        with pytest.raises(IncompatibleModelError, match="do not fit"):
+            nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.2, weights=tmp_path / source)
+    with pytest.raises(FileNotFoundError):
+        nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1, weights=tmp_path / "missing.keras")
+    (tmp_path / "nin.h5").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match=".weights.h5 or .keras"):
+        nin_keras.build_nin(10, input_shape=(16, 16, 3), width_multiplier=0.1, weights=tmp_path / "nin.h5")

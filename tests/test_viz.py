@@ -242,6 +242,23 @@ def test_plot_confidence_maps(tmp_path, digits_model):
         plot_confidence_maps(digits_model, images, tmp_path / "bad.png", ["a", "b"])
 
 
+def test_confidence_map_overlay_uses_the_row_scale(tmp_path, digits_model, monkeypatch):
+    """The overlaid predicted map shares its row's colour scale: autoscaled, a nearly flat map looks full range."""
+    from matplotlib.axes import Axes
+
+    from nin_keras.viz import plot_confidence_maps
+
+    calls = []
+    original = Axes.imshow
+    monkeypatch.setattr(Axes, "imshow", lambda self, data, **kw: calls.append((data, kw)) or original(self, data, **kw))
+    images = np.random.default_rng(5).integers(0, 256, (1, 8, 8, 1))
+    plot_confidence_maps(digits_model, images, tmp_path / "maps.png", top_k=3, show=False)
+    overlay = next(kw for _, kw in calls if kw.get("cmap") == "jet")
+    top_maps = [kw for _, kw in calls if kw.get("cmap") == "viridis"]
+    assert "vmin" in overlay and (overlay["vmin"], overlay["vmax"]) == (top_maps[0]["vmin"], top_maps[0]["vmax"])
+    assert overlay["vmin"] < overlay["vmax"]
+
+
 # ------------------------------------------------------------------------------- images and the CLI
 
 

@@ -66,7 +66,10 @@ def main(argv=None) -> int:
         return EXIT_USAGE
 
     try:
-        return int(args.handler(args) or 0)
+        from nin_keras.process_state import explain_missing_tensorflow  # lazy: after quiet_tensorflow
+
+        with explain_missing_tensorflow(f"`nin-keras {args.command}`"):  # one line, not a traceback
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write("nin-keras: interrupted\n")
         return 130

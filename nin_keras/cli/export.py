@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--representative-samples", metavar="N", type=positive_int, default=200,
                         help="training images that calibrate full-integer quantization (default 200)")
     parser.add_argument("--no-verify", action="store_true", help="skip evaluating and timing the artifacts")
+    parser.add_argument("--input-size", metavar="HxW", default=None,
+                        help="export a model that takes any image size at this static size (e.g. 32x32)")
     add_data_arguments(parser, required=False)
     parser.set_defaults(handler=export_command)
 
@@ -40,12 +42,13 @@ def register(subparsers) -> None:
 def export_command(args) -> int:
     from nin_keras.cli.options import load_data_from_args
     from nin_keras.exporting import check_edgetpu, format_findings, select_targets
-    from nin_keras.models import check_image_classifier, load_model
+    from nin_keras.models import check_image_classifier, load_model, with_input_size
     from nin_keras.formatting import format_size
     from nin_keras.workflows import export
 
     selection = select_targets(args.targets)  # parsed once; unknown targets fail before any slow work
     model = load_model(args.model)
+    model = with_input_size(model, args.input_size)  # exports need a static size
     check_image_classifier(model)
     data = None
     if args.dataset:

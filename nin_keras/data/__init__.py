@@ -8,10 +8,24 @@ folders), pipeline (tf.data, augmentation), preprocessing (GCN + ZCA). Whether a
 the models stage's question: `nin_keras.models.check_data_fits`.
 """
 
-from nin_keras.data.load import load_dataset
-from nin_keras.data.pipeline import measure_pipeline_throughput
-from nin_keras.data.sources import list_datasets
-from nin_keras.data.splits import DatasetSplits, as_arrays, as_splits
+import importlib
+
+from nin_keras.process_state import explain_missing_tensorflow
+
+# Loaded on first use: the pipelines import TensorFlow, and the models (on any Keras backend) import only the
+# TensorFlow-free modules here (splits, preprocessing, formats).
+_EXPORTS = {"load_dataset": "load", "measure_pipeline_throughput": "pipeline", "list_datasets": "sources",
+            "DatasetSplits": "splits", "as_arrays": "splits", "as_splits": "splits"}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nin_keras.data' has no attribute {name!r}")
+    with explain_missing_tensorflow(f"nin_keras.data.{name} (tf.data pipelines)"):
+        value = getattr(importlib.import_module(f"nin_keras.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["DatasetSplits", "as_arrays", "as_splits", "list_datasets", "load_dataset",
            "measure_pipeline_throughput"]

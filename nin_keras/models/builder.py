@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
+import numpy as np
 
 from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
 from nin_keras.data.splits import as_splits
@@ -12,6 +14,7 @@ from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.formatting import format_size
 from nin_keras.machine import total_memory_bytes
 from nin_keras.models.blocks import mlpconv_block
+from nin_keras.models.io import load_model
 from nin_keras.models.presets import CLASSES, PRESETS, MlpconvSpec, NINPreset, get_preset
 from nin_keras.models.whitening import GCNZCAWhitening
 
@@ -26,7 +29,7 @@ GAP_LAYER_NAME = "gap"
 def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None, width_multiplier: float = 1.0,
               batch_norm: bool = True, dropout_rate: float = 0.5, include_top: bool = True, pooling=None,
               classifier_activation="softmax", preprocessing="rescale", input_tensor=None, final_relu=None,
-              name: str | None = None) -> keras.Model:
+              name: str | None = None, weights=None) -> keras.Model:
     """Builds a Network In Network image classifier (a Keras 3 functional model).
 
     Reference:
@@ -44,7 +47,9 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
         num_classes: number of classes. Defaults to 10.
         variant: one of `nin_keras.list_variants()`: "cifar", "mnist", "imagenet", "d2l". Defaults to "cifar".
         input_shape: (height, width, channels). Defaults to the variant's (cifar 32x32x3, mnist 28x28x1,
-            imagenet 224x224x3, d2l 224x224x1); must be at least the variant's minimum size.
+            imagenet 224x224x3, d2l 224x224x1); must be at least the variant's minimum size. Height and width
+            may be None, as in keras.applications: the model then takes any size at least the minimum
+            (export needs a static size: `with_input_size`).
         width_multiplier: scales every hidden width (never the class layer) for smaller, faster models.
             Defaults to 1.0.
         batch_norm: BatchNormalization after every convolution (as in the well-known Torch port); the
@@ -67,6 +72,9 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
             on with BN; off without BN, because the paper's ReLU-before-GAP with lr 0.1 is the known cause of
             runs stuck at loss ln(num_classes). Pass True with `batch_norm=False` for the exact paper net.
         name: model name. Defaults to "nin_<variant>".
+        weights: None (random initialisation) or the path of a `.weights.h5` or `.keras` file whose weights
+            fit this architecture (same variant, widths, classes, BN and preprocessing; any input size).
+            Defaults to None.
 
     Returns:
         A `keras.Model`.
@@ -90,7 +98,8 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
     final_relu = batch_norm if final_relu is None else bool(final_relu)
 
     shape = _resolve_input_shape(preset, input_shape, input_tensor)
-    _check_fits_in_memory(preset, shape, num_classes, width_multiplier, batch_norm=batch_norm,
+    sized = tuple(default if side is None else side for side, default in zip(shape, preset.input_shape))
+    _check_fits_in_memory(preset, sized, num_classes, width_multiplier, batch_norm=batch_norm,
                           include_top=include_top, preprocessing=preprocessing)
     if input_tensor is None:
         inputs = keras.Input(shape=shape, name=INPUT_NAME)
@@ -137,7 +146,50 @@ def build_nin(num_classes: int = 10, *, variant: str = "cifar", input_shape=None
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    return keras.Model(inputs, x, name=name or f"nin_{variant}")
+    model = keras.Model(inputs, x, name=name or f"nin_{variant}")
+    if weights is not None:
+        load_weights_into(model, weights)
+    return model
+
+
+def load_weights_into(model: keras.Model, path) -> None:
+    """Sets `model`'s weights from a `.weights.h5` or `.keras` file, refusing one of another architecture.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InvalidInputError: neither a .weights.h5 nor a .keras file.
+        IncompatibleModelError: the file's weights do not fit the model (the message says where they differ).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Weights file not found: {path}")
+    arrays = shapes = None
+    if path.suffix == ".keras":
+        arrays = load_model(path).get_weights()
+        shapes = [tuple(array.shape) for array in arrays]
+    elif not path.name.endswith(".weights.h5"):
+        raise InvalidInputError(f"weights must be a .weights.h5 or .keras file; received {path}.")
+    expected = [tuple(v.shape) for v in model.get_weights()]
+    if shapes is not None and shapes != expected:
+        first = next((i for i, (a, b) in enumerate(zip(shapes, expected)) if a != b), min(len(shapes), len(expected)))
+        raise IncompatibleModelError(
+            f"The weights in {path} do not fit this {model.name} model: {len(shapes)} arrays vs {len(expected)}, "
+            f"first difference at array {first} ({shapes[first] if first < len(shapes) else 'none'} vs "
+            f"{expected[first] if first < len(expected) else 'none'}). Build the model with the file's variant, "
+            "width, classes, batch_norm and preprocessing."
+        )
+    try:
+        if arrays is None:
+            model.load_weights(path)  # Keras checks each layer's weights against the file's
+        else:
+            model.set_weights(arrays)
+    except (ValueError, KeyError, OSError) as error:
+        raise IncompatibleModelError(f"The weights in {path} do not fit this {model.name} model: "
+                                     f"{' '.join(str(error).split())[:300]}. Build the model with the file's "
+                                     "variant, width, classes, batch_norm and preprocessing.") from None
+    for layer in model.layers:
+        if hasattr(layer, "finalize_state"):  # adapted Normalization derives its tensors from its weights
+            layer.finalize_state()
 
 
 def estimate_size(variant: str, input_shape, num_classes: int, width_multiplier: float = 1.0, *,
@@ -251,6 +303,9 @@ def adapt_standardization(model: keras.Model, images) -> None:
         raise IncompatibleModelError(
             "This model has no 'standardize' layer; build it with preprocessing='standardize'."
         ) from None
+    if isinstance(images, np.ndarray):  # an array adapts without tf.data: on any Keras backend, no TensorFlow
+        layer.adapt(images)
+        return
     splits = as_splits(images, batch_size=256, images_only=True)
     layer.adapt(splits.split("train").map(lambda x, _: x))
 
@@ -308,14 +363,75 @@ def _resolve_input_shape(preset: NINPreset, input_shape, input_tensor) -> tuple[
             f"input_shape must have rank 3, (height, width, channels); received {shape!r} "
             f"(rank {len(shape)})."
         )
-    shape = tuple(check_int(f"input_shape {shape!r}: each entry (a static size)", value, minimum=1)
-                  for value in shape)
+    # As keras.applications: height and width may be None (any size at least the minimum, as GAP allows).
+    what = f"input_shape {shape!r}: height and width (an integer, or None for any size) and channels"
+    shape = tuple(None if value is None and index < 2 else check_int(what, value, minimum=1)
+                  for index, value in enumerate(shape))
     height, width, _ = shape
     minimum = minimum_input_size(preset.name)
-    if min(height, width) < minimum:
+    if min(side for side in (height, width, minimum) if side is not None) < minimum:
         raise InvalidInputError(
             f"input_shape {shape!r} is too small for variant {preset.name!r}: its downsampling needs at "
             f"least {minimum}x{minimum}."
         )
-    return tuple(int(v) for v in shape)
+    return shape
 
+
+
+def with_input_size(model: keras.Model, input_size=None) -> keras.Model:
+    """`model` at a static input size: exports (TFLite, SavedModel, ONNX) need one.
+
+    Args:
+        model: a Keras image classifier, e.g. `build_nin(input_shape=(None, None, 3))`.
+        input_size: None (keep the model's size), a side (32), (height, width) or "HxW" / "H" (the CLI's
+            --input-size). A model with None height or width and no `input_size` is refused.
+
+    Returns:
+        `model` itself when its size is static and `input_size` is None; else a copy built at the size with
+        the same layers and weights.
+
+    Raises:
+        InvalidInputError: a None-size model without `input_size`, a bad size, or one below the variant's
+            minimum.
+    """
+    height, width, channels = tuple(model.inputs[0].shape[1:])
+    if input_size is None:
+        if height is None or width is None:
+            raise InvalidInputError(
+                f"Model {model.name!r} takes images of any size ({height}x{width}x{channels}); exporting needs a "
+                "static size: pass input_size=(height, width) (CLI: --input-size HxW), e.g. the training size."
+            )
+        return model
+    size = _parse_size(input_size)
+    variant = variant_of(model)
+    minimum = minimum_input_size(variant) if variant is not None else 1
+    if min(size) < minimum:
+        raise InvalidInputError(f"input_size {size[0]}x{size[1]} is too small for this {variant} model: its "
+                                f"downsampling needs at least {minimum}x{minimum}.")
+    if (height, width) == size:
+        return model
+    inputs = keras.Input(shape=(*size, channels), name=model.inputs[0].name or INPUT_NAME)
+    clone = keras.models.clone_model(model, input_tensors=inputs)
+    clone.set_weights(model.get_weights())  # same layers in the same order: the weights line up
+    for layer in clone.layers:
+        if hasattr(layer, "finalize_state"):  # adapted Normalization derives its tensors from its weights
+            layer.finalize_state()
+    return clone
+
+
+def _parse_size(input_size) -> tuple[int, int]:
+    """(height, width) from 32, (32, 32) or "32x32" / "32"."""
+    if isinstance(input_size, str):
+        input_size = input_size.lower().split("x")
+    sides = [input_size] if not isinstance(input_size, (tuple, list)) else list(input_size)
+    if len(sides) == 1:
+        sides = sides * 2
+    try:
+        size = tuple(int(side) for side in sides)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < 1 or any(str(side).strip() != str(int_side)
+                                                   for side, int_side in zip(sides, size)):
+        raise InvalidInputError(f"input_size must be a side or height x width in pixels (32, (32, 32) or "
+                                f"'32x32'); received {input_size!r}.")
+    return size

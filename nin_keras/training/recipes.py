@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import keras
 
 from nin_keras.checks import check_choice, check_float
 from nin_keras.choices import OPTIMIZERS, RECIPE_NAMES, SCHEDULES, check_same
-from nin_keras.data.pipeline import Augmentation
 from nin_keras.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from nin_keras.data.pipeline import Augmentation  # lazy: tf.data, imported where an augmentation is made
 
 BATCH_SCALING = ("none", "linear", "sqrt")
 # A warm-up starts at this fraction of the peak learning rate (the "one-cycle" convention's 1/25).
@@ -387,6 +390,8 @@ def _augmentation(recipe: Recipe, level, epochs: int, augment, image_shape, flip
                 else "; no flips: the data does not say whether mirrored images keep their class")
     if pad == 0 and not flip:
         return None, why + ": none"
+    from nin_keras.data.pipeline import Augmentation  # lazy: tf.data; the recipes import on any backend
+
     return Augmentation(pad=pad, flip=flip), why
 
 

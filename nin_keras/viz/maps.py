@@ -130,13 +130,14 @@ def plot_confidence_maps(model, images, path, class_names=None, *, labels=None, 
         wrong = labels is not None and int(labels[row]) != predicted
         caption = "image" if labels is None else f"true: {names[int(labels[row])]}"
         axes[0].set_title(caption, fontsize=9)
+        chosen = row_maps[..., order]
+        low, high = float(chosen.min()), float(chosen.max())
         axes[1].imshow(shown, cmap=image_cmap, interpolation="nearest")
-        axes[1].imshow(row_maps[..., predicted], cmap="jet", alpha=0.45, interpolation="bilinear")
+        # On the row's scale, as the top-k maps: autoscaled, a nearly flat map would show full red-to-blue.
+        axes[1].imshow(row_maps[..., predicted], cmap="jet", alpha=0.45, vmin=low, vmax=high, interpolation="bilinear")
         axes[1].set_title(f"predicted: {names[predicted]}{' (WRONG)' if wrong else ''}\n"
                           f"({probs[predicted]:.1%}), map overlaid", fontsize=9,
                           color="tab:red" if wrong else "black")
-        chosen = row_maps[..., order]
-        low, high = float(chosen.min()), float(chosen.max())
         for column, class_id in enumerate(order, start=2):
             shown_map = axes[column].imshow(row_maps[..., class_id], cmap="viridis", vmin=low, vmax=high,
                                             interpolation="bilinear")

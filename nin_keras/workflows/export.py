@@ -19,6 +19,7 @@ from nin_keras.errors import InvalidInputError
 from nin_keras.export_layout import Record
 from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
 from nin_keras.models import check_data_fits, check_image_classifier, load_model
+from nin_keras.models import with_input_size
 from nin_keras.quantization import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_REPRESENTATIVE_SAMPLES,
@@ -51,7 +52,7 @@ class ExportResult(Record):
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
            qat_float_layers=(), representative_samples: int | None = None, class_names=None, verify: bool = True,
-           keep_better_int8: bool = True, progress=True) -> dict:
+           keep_better_int8: bool = True, progress=True, input_size=None) -> dict:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
     Args:
@@ -79,6 +80,8 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             `int8_choice` and written to int8_choice.json. False always uses QAT. Defaults to True.
         progress: show progress on stderr (True; one display for QAT, writing and checking), or draw it on
             this `nin_keras.display.ProgressDisplay`. Defaults to True.
+        input_size: the static (height, width) (or side, or "HxW") to export a model built with None height
+            and width at; its weights are copied. Required for such a model. Defaults to the model's size.
 
     Returns:
         An `ExportResult`: out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the
@@ -87,6 +90,7 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     """
     if isinstance(model, (str, Path)):
         model = load_model(model)
+    model = with_input_size(model, input_size)  # exports need a static size
     check_image_classifier(model)
     selection = select_targets(targets)  # parsed once: export_targets takes the selection as it is
     integer_targets = check_export_data(selection.names, data)

@@ -10,7 +10,7 @@ import numpy as np
 
 from nin_keras.checks import MAX_WIDTH_MULTIPLIER, check_choice, check_float, check_int
 from nin_keras.data.splits import as_splits
-from nin_keras.errors import IncompatibleModelError, InvalidInputError
+from nin_keras.errors import IncompatibleModelError, InvalidInputError, MissingFileError, one_line
 from nin_keras.formatting import format_size
 from nin_keras.machine import total_memory_bytes
 from nin_keras.models.blocks import mlpconv_block
@@ -156,13 +156,13 @@ def load_weights_into(model: keras.Model, path) -> None:
     """Sets `model`'s weights from a `.weights.h5` or `.keras` file, refusing one of another architecture.
 
     Raises:
-        FileNotFoundError: no such file.
+        MissingFileError: no such file.
         InvalidInputError: neither a .weights.h5 nor a .keras file.
         IncompatibleModelError: the file's weights do not fit the model (the message says where they differ).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Weights file not found: {path}")
+        raise MissingFileError(f"Weights file not found: {path} (weights= takes a .weights.h5 or .keras file).")
     arrays = shapes = None
     if path.suffix == ".keras":
         arrays = load_model(path).get_weights()
@@ -185,7 +185,7 @@ def load_weights_into(model: keras.Model, path) -> None:
             model.set_weights(arrays)
     except (ValueError, KeyError, OSError) as error:
         raise IncompatibleModelError(f"The weights in {path} do not fit this {model.name} model: "
-                                     f"{' '.join(str(error).split())[:300]}. Build the model with the file's "
+                                     f"{one_line(error, 300)}. Build the model with the file's "
                                      "variant, width, classes, batch_norm and preprocessing.") from None
     for layer in model.layers:
         if hasattr(layer, "finalize_state"):  # adapted Normalization derives its tensors from its weights

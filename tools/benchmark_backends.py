@@ -200,7 +200,7 @@ def time_to_accuracy(keras, nin_keras_models, args, base: dict) -> dict:
     x_train, x_test = (x[..., None].astype("float32") for x in (x_train, x_test))
     one_hot = np.eye(10, dtype="float32")
     recipes = load_recipes()
-    recipe, _ = recipes.resolve_recipe("budget", has_batch_norm=True, variant="mnist")
+    recipe = recipes.adapt_recipe("budget", has_batch_norm=True, variant="mnist").recipe
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     plan = recipes.plan_recipe(recipe, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
                                batch_size=args.batch_size, augment=False, image_shape=x_train.shape[1:],

@@ -72,7 +72,7 @@ BACKUP_METADATA = "training_metadata.json"
 
 
 def read_backup_metadata(backup_dir) -> dict | None:
-    """The metadata of the backup in `backup_dir` (see `AtomicBackupAndRestore`), or None when there is none.
+    """The metadata of the backup in `backup_dir` (see `RunBackup`), or None when there is none.
 
     Raises:
         InvalidInputError: the metadata file exists but is unreadable.

@@ -7,6 +7,7 @@ companions unimportable, as on a machine with only JAX or PyTorch installed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -237,3 +238,84 @@ def test_train_on_jax_with_tf_data(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == "jax" and report["test"] is not None
     assert (tmp_path / "run").is_dir()
+
+
+TRAIN_DATA_PARALLEL = '''
+import dataclasses, json, sys
+from pathlib import Path
+import keras
+import numpy as np
+import nin_keras
+from nin_keras.errors import InvalidInputError
+
+out = Path(sys.argv[1])
+data = nin_keras.load_dataset("digits", batch_size=64)
+cut = lambda dataset, count: dataset.unbatch().take(count).batch(64)  # last batches of 63 and 37 images
+data = dataclasses.replace(data, train=cut(data.train, 255), validation=cut(data.validation, 101),
+                           test=cut(data.test, 101))
+model = nin_keras.build_nin(10, variant="mnist", input_shape=(8, 8, 1), width_multiplier=0.1)
+common = dict(out_dir=out / "run", verbose=0, tensorboard=False, seed=0)
+first = nin_keras.train(model, data, epochs=1, **common)
+report = {"strategy": json.loads((out / "run" / "config.json").read_text())["strategy"],
+          "model_saved": Path(first.paths["model"]).is_file(), "test": first.test,
+          "distribution_after": repr(keras.distribution.distribution())}
+resumed = nin_keras.train(model, data, epochs=2, resume=True, **common)
+report.update(initial_epoch=resumed.initial_epoch, epochs=resumed.history["epoch"],
+              val_accuracy=resumed.history["val_accuracy"])
+for name, data, batch_size, strategy in (("multiworker", data, 64, "multiworker"),
+                                         ("odd_batch", (np.zeros((14, 8, 8, 1)), np.arange(14) % 10), 7, "auto")):
+    try:
+        nin_keras.train(model, data, epochs=1, out_dir=out / name, batch_size=batch_size, strategy=strategy)
+    except InvalidInputError as error:
+        report[name] = str(error)
+print(json.dumps(report))
+'''
+
+
+@pytest.mark.slow
+def test_train_data_parallel_on_two_jax_devices(tmp_path):
+    """train on JAX over 2 (CPU) devices: keras.distribution.DataParallel recorded, saved, tested, resumed."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": FAST_XLA_COMPILES + " --xla_force_host_platform_device_count=2"}
+    result = subprocess.run([sys.executable, "-c", TRAIN_DATA_PARALLEL, str(tmp_path)], capture_output=True,
+                            text=True, env=env, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    strategy = report["strategy"]
+    assert strategy["name"] == "DataParallel" and strategy["requested"] == "auto"
+    assert strategy["backend"] == "jax" and strategy["devices"] == ["cpu:0", "cpu:1"]
+    assert strategy["num_replicas"] == 2
+    assert report["model_saved"] and 0 <= report["test"]["accuracy"] <= 1
+    assert report["distribution_after"] == "None"  # the process is left as it was found
+    assert report["initial_epoch"] == 1 and report["epochs"] == [1, 2] and len(report["val_accuracy"]) == 2
+    assert "'multiworker' is TensorFlow-only" in report["multiworker"]
+    assert "does not divide by the 2 devices" in report["odd_batch"]
+
+
+def test_batches_fit_the_devices_of_data_parallel():
+    """Under DataParallel a short training batch is filled with its own images, a short validation batch is
+    padded with weight-0 images (so every image counts once), and a batch that cannot divide is refused."""
+    import numpy as np
+    import tensorflow as tf
+
+    from nin_keras.data.splits import DatasetSplits
+    from nin_keras.errors import InvalidInputError
+    from nin_keras.training.distribution import check_global_batch, fit_on_devices
+    from nin_keras.training.inputs import FitSplits
+    from nin_keras.training.strategy import StrategyChoice
+
+    images, labels = np.arange(7, dtype="float32").reshape(7, 1), np.arange(7)
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # 4, then 3
+    inputs = FitSplits(**{field.name: None for field in dataclasses.fields(DatasetSplits)})
+    inputs = dataclasses.replace(inputs, train=batches, validation=batches)
+    choice = StrategyChoice(None, "DataParallel", "auto", "test", num_replicas=2, backend="jax")
+    fitted = fit_on_devices(inputs, choice)
+    train = [(x.numpy().ravel().tolist(), y.numpy().tolist()) for x, y in fitted.train]
+    assert train == [([0, 1, 2, 3], [0, 1, 2, 3]), ([4, 5, 6, 4], [4, 5, 6, 4])]
+    assert fitted.train.cardinality().numpy() == 2
+    validation = [(x.numpy().ravel().tolist(), w.numpy().tolist()) for x, _, w in fitted.validation]
+    assert validation == [([0, 1, 2, 3], [1, 1, 1, 1]), ([4, 5, 6, 0], [1, 1, 1, 0])]
+    assert fit_on_devices(inputs, dataclasses.replace(choice, name="one")) is inputs
+    check_global_batch(64, choice)
+    with pytest.raises(InvalidInputError, match="multiple of 2, e.g. 6 or 8"):
+        check_global_batch(7, choice)

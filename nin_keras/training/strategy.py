@@ -42,9 +42,12 @@ class StrategyChoice:
     num_workers: int = 1
     worker_index: int = 0
     is_chief: bool = True
+    # Set only off TensorFlow, where `strategy` is a Keras distribution (see nin_keras.training.distribution).
+    backend: str | None = None
+    devices: tuple = ()
 
     def as_dict(self) -> dict:
-        return {
+        record = {
             "name": self.name,
             "requested": self.requested,
             "reason": self.reason,
@@ -53,6 +56,9 @@ class StrategyChoice:
             "worker_index": self.worker_index,
             "is_chief": self.is_chief,
         }
+        if self.backend is not None:
+            record.update(backend=self.backend, devices=list(self.devices))
+        return record
 
 
 def read_tf_config() -> dict | None:

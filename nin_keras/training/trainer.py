@@ -24,13 +24,14 @@ from nin_keras.formatting import safe_name
 from nin_keras.models.builder import variant_of
 from nin_keras.models.signature import has_batch_norm
 from nin_keras.training.callbacks import RunCallbacks, run_callbacks, tensorboard_wanted
+from nin_keras.training.distribution import check_global_batch, distribution_scope, fit_on_devices, training_strategy
 from nin_keras.training.inputs import batch_size_of, count_steps, for_fit, training_splits
 from nin_keras.training.precision import PrecisionChoice, choose_precision, clone_with_policy
 from nin_keras.training.recipes import (DEFAULT_RECIPE, Adapted, Recipe, RecipePlan, adapt_recipe, plan_recipe,
                                         recipe_line, recipe_note)
 from nin_keras.training.run_folder import RunFolder
 from nin_keras.training.setup import compile_for_training
-from nin_keras.training.strategy import STRATEGIES, StrategyChoice, patch_for_multiworker, resolve_strategy
+from nin_keras.training.strategy import STRATEGIES, StrategyChoice, patch_for_multiworker
 from nin_keras.training.summary import how_it_ended, load_saved_model, plot_curves, score_on_test
 
 
@@ -293,7 +294,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
             raises FileExistsError (nothing is ever overwritten silently).
         precision: "auto", "float32", "mixed_bfloat16" or "mixed_float16" (see `choose_precision`).
         strategy: "auto", "one", "mirrored", "multiworker" (see `get_strategy`), or a `StrategyChoice` /
-            `tf.distribute.Strategy` you created.
+            `tf.distribute.Strategy` you created. On JAX, "auto" and "mirrored" train with
+            `keras.distribution.DataParallel` over several devices (see `nin_keras.training.distribution`).
         seed: seeds Python, NumPy and TensorFlow (weight init of layers created here, dropout). Note the model's
             own initial weights come from when you built it: seed before building for a repeatable run.
         deterministic: turn on TensorFlow op determinism for the run (slower; restored afterwards).
@@ -342,10 +344,12 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
     # ---- data, strategy (a MultiWorkerMirroredStrategy may exist already: it must precede any TF op), folder
     inputs = training_splits(data, model, batch_size=batch_size)
     plan = _plan(adapted.recipe, inputs, settings)
-    strategy_choice = resolve_strategy(strategy)
+    strategy_choice = training_strategy(strategy)  # tf.distribute on TensorFlow, Keras' DataParallel on JAX
+    check_global_batch(plan.batch_size, strategy_choice)
     inputs = for_fit(inputs, steps_per_epoch=settings.steps_per_epoch, num_workers=strategy_choice.num_workers,
                      label_smoothing=plan.recipe.label_smoothing, augmentation=plan.augmentation, seed=settings.seed,
                      steps=plan.steps_per_epoch)
+    inputs = fit_on_devices(inputs, strategy_choice)
     check_int(f"epochs x steps per epoch ({settings.epochs} x {inputs.steps}: the run's optimizer steps)",
               settings.epochs * inputs.steps, maximum=MAX_TRAINING_STEPS)
     if monitor is None:
@@ -360,7 +364,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
     # ---- fit, then the saved model, curves and record; a failure puts back what the folder held
     folder.prepare(resume=settings.resume, overwrite=settings.overwrite, epochs=settings.epochs)
     try:
-        run = _fit(session, verbose=verbose, callbacks=callbacks)
+        with distribution_scope(strategy_choice):  # JAX: the model is cloned, compiled and fit under it
+            run = _fit(session, verbose=verbose, callbacks=callbacks)
     except BaseException:
         folder.interrupted()
         raise

@@ -13,8 +13,9 @@ TensorFlow.
 
 Under `DataParallel` each global batch is split evenly over the devices, so every batch must divide by the
 device count: `fit_on_devices` fills the training split's last short batch up to a multiple of it with
-images of the same batch again (at most devices - 1 an epoch) and pads the validation split's last one with images of weight 0, so the
-validation accuracy counts every image once. The test split is scored after training, on one device.
+images of the same batch again (at most devices - 1 an epoch) and pads the validation split's last one with
+images of weight 0, so the validation accuracy counts every image once (the validation loss of that batch is
+averaged over the padded batch, a little low). The test split is scored after training, on one device.
 `distribution_scope` sets the distribution for the run and puts back whatever the process had before.
 """
 

@@ -268,6 +268,7 @@ for name, data, batch_size, strategy in (("multiworker", data, 64, "multiworker"
         nin_keras.train(model, data, epochs=1, out_dir=out / name, batch_size=batch_size, strategy=strategy)
     except InvalidInputError as error:
         report[name] = str(error)
+report["get_strategy"] = nin_keras.training.get_strategy("auto").as_dict()  # as the CLI asks: no tf.distribute
 print(json.dumps(report))
 '''
 
@@ -290,6 +291,7 @@ def test_train_data_parallel_on_two_jax_devices(tmp_path):
     assert report["initial_epoch"] == 1 and report["epochs"] == [1, 2] and len(report["val_accuracy"]) == 2
     assert "'multiworker' is TensorFlow-only" in report["multiworker"]
     assert "does not divide by the 2 devices" in report["odd_batch"]
+    assert report["get_strategy"]["name"] == "DataParallel" and report["get_strategy"]["backend"] == "jax"
 
 
 def test_batches_fit_the_devices_of_data_parallel():
@@ -319,3 +321,23 @@ def test_batches_fit_the_devices_of_data_parallel():
     check_global_batch(64, choice)
     with pytest.raises(InvalidInputError, match="multiple of 2, e.g. 6 or 8"):
         check_global_batch(7, choice)
+
+
+def test_strategy_names_off_tensorflow(monkeypatch):
+    """On JAX with one device "auto" is one device and "mirrored" is refused; PyTorch has one device only."""
+    import keras
+
+    from nin_keras.errors import InvalidInputError
+    from nin_keras.training import distribution
+
+    monkeypatch.setattr(distribution, "_keras_devices", lambda: ["cpu:0"])
+    for backend in ("jax", "torch"):
+        monkeypatch.setattr(keras.backend, "backend", lambda backend=backend: backend)
+        choice = distribution.training_strategy("auto")
+        assert (choice.name, choice.backend, choice.num_replicas) == ("one", backend, 1)
+        with pytest.raises(InvalidInputError, match="'mirrored'"):
+            distribution.training_strategy("mirrored")
+        with pytest.raises(InvalidInputError, match="TensorFlow-only"):
+            distribution.training_strategy("multiworker")
+        with pytest.raises(InvalidInputError, match="is a TensorFlow one"):
+            distribution.training_strategy(object())

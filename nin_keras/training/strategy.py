@@ -8,6 +8,9 @@
   CLI does) and pass the returned `StrategyChoice` to `train`.
 * "auto": multiworker when TF_CONFIG lists several workers, mirrored with two or more GPUs, else one.
 
+On JAX and PyTorch `get_strategy` creates no tf.distribute strategy: see `nin_keras.training.distribution`
+(Keras' own `DataParallel` on JAX).
+
 Batches from the data pipeline are global batches: each of N replicas computes on batch_size / N examples.
 
 `resolve_strategy` turns `train`'s strategy argument (a name, a `StrategyChoice` or a strategy) into a choice;
@@ -20,6 +23,7 @@ import dataclasses
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from nin_keras.checks import check_choice
@@ -106,6 +110,9 @@ def _num_tf_config_workers() -> int:
 def get_strategy(name: str = "auto") -> StrategyChoice:
     """Creates the tf.distribute strategy named `name` ("auto", "one", "mirrored", "multiworker").
 
+    Off the TensorFlow backend no tf.distribute strategy is created: the choice comes from
+    `nin_keras.training.distribution.training_strategy` (Keras' DataParallel on JAX).
+
     Returns:
         A `StrategyChoice` with `.strategy` (use `with choice.strategy.scope():`), the reason, the number of
         replicas and, for multi-worker training, this process's worker index and whether it is the chief.
@@ -113,6 +120,10 @@ def get_strategy(name: str = "auto") -> StrategyChoice:
     Raises:
         InvalidInputError: an unknown name, or "multiworker" without a usable TF_CONFIG, or created too late.
     """
+    if keras.backend.backend() != "tensorflow":
+        from nin_keras.training.distribution import training_strategy  # lazy: that module imports this one
+
+        return training_strategy(name)
     check_choice("strategy", name, STRATEGIES)
     requested = name
     if name == "auto":

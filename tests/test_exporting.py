@@ -337,3 +337,17 @@ def test_mixed_precision_model_exports_as_float32(tmp_path):
     assert_litert_matches_keras(out / "model_float32.tflite", model, images, atol=0.05)
     assert describe_tflite(out / "model_int8.tflite")["inputs"][0]["dtype"] == "int8"
     assert nin_keras.load_model(out / "model.keras").layers[2].compute_dtype == "bfloat16"  # saved as given
+
+
+def test_a_model_of_any_size_exports_at_the_size_asked(tmp_path):
+    """build_nin(input_shape=(None, None, C)) exports only at a static size: refused without one, written at it."""
+    model = nin_keras.build_nin(10, input_shape=(None, None, 3), width_multiplier=0.1)
+    with pytest.raises(InvalidInputError, match="input_size"):
+        nin_keras.export(model, tmp_path / "refused", targets="tflite_float32", progress=False)
+    assert not (tmp_path / "refused").exists()
+
+    nin_keras.export(model, tmp_path / "out", targets="tflite_float32", input_size="20x24", progress=False)
+    path = tmp_path / "out" / EXPORT_TARGETS["tflite_float32"].file
+    assert describe_tflite(path)["inputs"][0]["shape"][1:] == [20, 24, 3]
+    images = random_data(3, (20, 24, 3))[0]
+    assert_litert_matches_keras(path, model, images, atol=1e-4)  # the weights came along

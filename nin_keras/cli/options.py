@@ -23,7 +23,7 @@ FLAGS = {
     "optimizer": "--optimizer", "out_dir": "--out", "overwrite": "--overwrite", "precision": "--precision",
     "qat_epochs": "--qat-epochs", "qat_float_layers": "--qat-float-layers", "recipe": "--recipe",
     "resume": "--resume", "schedule": "--schedule", "seed": "--seed", "steps_per_epoch": "--steps-per-epoch",
-    "strategy": "--strategy", "validation_split": "--validation-split", "variant": "--variant",
+    "strategy": "--strategy", "targets": "--targets", "validation_split": "--validation-split", "variant": "--variant",
     "warmup_epochs": "--warmup-epochs", "weight_decay": "--weight-decay", "width_multiplier": "--width",
 }
 # Arguments whose False the CLI spells as a flag of its own.

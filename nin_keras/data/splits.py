@@ -54,8 +54,8 @@ class DatasetSplits:
 
     def split(self, which: str):
         """Returns the dataset of split `which` ("train", "validation" or "test")."""
-        if which not in ("train", "validation", "test"):
-            raise InvalidInputError(f"Unknown split {which!r}. Allowed: 'train', 'validation', 'test'.")
+        if which not in SPLITS:
+            raise InvalidInputError(f"Unknown split {which!r}. Allowed: {', '.join(map(repr, SPLITS))}.")
         dataset = getattr(self, which)
         if dataset is None:
             raise InvalidInputError(f"Dataset {self.name!r} has no {which} split (validation_split was 0?).")

@@ -374,7 +374,7 @@ def select_targets(targets="all") -> TargetSelection:
         return TargetSelection(tuple(t for t in EXPORT_TARGETS if t not in missing), missing)
     for name in names:
         if name in missing:
-            raise InvalidInputError(f"The {name} target needs {missing[name]} (or leave it out of --targets).")
+            raise InvalidInputError(f"The {name} target needs {missing[name]} (or leave it out of targets=).")
     return TargetSelection(tuple(t for t in EXPORT_TARGETS if t in names))
 
 

@@ -184,6 +184,9 @@ def adapt_whitening(model: keras.Model, data) -> None:
 def _raw_training_images(data) -> np.ndarray:
     """The images of `data` as one numpy array, refusing data that cannot be what the paper fits on."""
     if isinstance(data, np.ndarray):  # raw images as they are: no tf.data, so any Keras backend, no TensorFlow
+        if data.ndim < 2 or data.dtype.kind not in "uif":
+            raise InvalidInputError(f"Expected images (N, height, width, channels) of numbers; received an array of "
+                                    f"shape {data.shape} and dtype {data.dtype}.")
         return data
     splits = as_splits(data, batch_size=256, images_only=True)
     if splits.preprocessor is not None:

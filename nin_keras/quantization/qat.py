@@ -172,11 +172,16 @@ def _training_data(model, data, *, limit, batch_size):
     splits = as_splits(data, batch_size=batch_size)
     check_data_fits(model, splits)
     dataset = splits.split("train")
-    if limit is not None:
-        dataset = dataset.unbatch().take(check_int("limit", limit, minimum=1)).batch(batch_size)
-    if splits.name == "arrays":  # arrays come in their order (often sorted by class): reshuffle each epoch, as fit does
-        buffer = min(int(splits.info.get("size", 0)), limit or _SHUFFLE_BUFFER, _SHUFFLE_BUFFER)
-        dataset = dataset.unbatch().shuffle(max(buffer, 1), seed=0, reshuffle_each_iteration=True).batch(batch_size)
+    limit = check_int("limit", limit, minimum=1, allow_none=True)
+    shuffle = splits.name == "arrays"  # arrays come in their order (often sorted by class): reshuffle, as fit does
+    if limit is not None or shuffle:
+        dataset = dataset.unbatch()
+        if limit is not None:
+            dataset = dataset.take(limit)
+        if shuffle:
+            buffer = min(int(splits.info.get("size", 0)), limit or _SHUFFLE_BUFFER, _SHUFFLE_BUFFER)
+            dataset = dataset.shuffle(max(buffer, 1), seed=0, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
     one_hot = len(dataset.element_spec[1].shape) == 2
     dataset = dataset.map(lambda x, y, *_: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), one_hot

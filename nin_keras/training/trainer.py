@@ -80,19 +80,6 @@ class TrainingResult:
         return getattr(self, key)
 
 
-@contextlib.contextmanager
-def _op_determinism(enabled: bool):
-    """TensorFlow op determinism for the block when `enabled`, then as it was before."""
-    switch = enabled and not tf_framework_config.is_op_determinism_enabled()
-    if switch:
-        tf.config.experimental.enable_op_determinism()
-    try:
-        yield
-    finally:
-        if switch:
-            tf_framework_config.disable_op_determinism()
-
-
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """How one call of `train` runs, apart from its recipe: `train`'s keywords of the same names, checked.
@@ -331,7 +318,6 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
         early_stopping=early_stopping, tensorboard=tensorboard, jit_compile=jit_compile,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test))
     check_choice("verbose", verbose, VERBOSITY)
-    batch_size = settings.batch_size  # checked: arrays are batched with it
     if not isinstance(model, keras.Model):
         raise InvalidInputError(f"model must be a keras.Model (e.g. nin_keras.build_nin(...)); received "
                                 f"{type(model).__name__}.")
@@ -342,7 +328,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
     adapted = adapt_recipe(recipe, has_batch_norm=batch_norm, variant=variant_of(model))
 
     # ---- data, strategy (a MultiWorkerMirroredStrategy may exist already: it must precede any TF op), folder
-    inputs = training_splits(data, model, batch_size=batch_size)
+    inputs = training_splits(data, model, batch_size=settings.batch_size)  # arrays are batched with it
     plan = _plan(adapted.recipe, inputs, settings)
     strategy_choice = training_strategy(strategy)  # tf.distribute on TensorFlow, Keras' DataParallel on JAX
     check_global_batch(plan.batch_size, strategy_choice)

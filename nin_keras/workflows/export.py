@@ -18,8 +18,7 @@ from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
 from nin_keras.export_layout import Record
 from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
-from nin_keras.models import check_data_fits, check_image_classifier, load_model
-from nin_keras.models import with_input_size
+from nin_keras.models import check_data_fits, check_image_classifier, load_model, with_input_size
 from nin_keras.quantization import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_REPRESENTATIVE_SAMPLES,
@@ -52,7 +51,7 @@ class ExportResult(Record):
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
            qat_float_layers=(), representative_samples: int | None = None, class_names=None, verify: bool = True,
-           keep_better_int8: bool = True, progress=True, input_size=None) -> dict:
+           keep_better_int8: bool = True, progress=True, input_size=None) -> ExportResult:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
     Args:

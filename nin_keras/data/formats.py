@@ -331,9 +331,6 @@ class _Refusing:
     def __setstate__(self, state):
         raise _damaged(f"the pickle sets state on {type(self).__name__.strip('_')}, which CIFAR pickles never do")
 
-    def __reduce__(self):  # never pickled back
-        raise TypeError(f"{type(self).__name__} is not picklable")
-
 
 class _PickledDtype(_Refusing):
     """Stands in for `numpy.dtype(name, align, copy)` + BUILD(state) of a plain integer dtype."""

@@ -277,6 +277,7 @@ def test_fuzzed_readers_raise_only_package_errors_in_one_child(fuzz_tool):
         assert counts["tried"] == 300, (reader, counts)
         assert counts["failed"] == 0 and counts["crashed"] == 0 and not counts["problems"], (reader, counts)
         assert counts["rejected"] > 150, (reader, counts)  # the mutants really are damaged, mostly
+    assert results["cifar_batch"]["case_0"] == "rejected (InvalidInputError)"  # issue 24's file
 
 
 def test_fuzz_child_catches_a_crash_as_a_failure(fuzz_tool, monkeypatch, tmp_path):

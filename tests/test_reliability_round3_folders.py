@@ -202,6 +202,20 @@ def test_a_resized_image_reads_the_same_in_training_and_maps(tmp_path):
     assert _agrees_with_maps(data, large, (8, 8, 3)) <= 1
 
 
+@pytest.mark.filterwarnings("error")
+def test_a_palette_png_with_transparency_reads_without_a_warning(tmp_path):
+    from PIL import Image
+
+    from nin_keras.data.images import read_image
+
+    path = tmp_path / "palette.png"
+    Image.fromarray(_noise((8, 8, 3))).convert("P").save(path, transparency=bytes(range(256)))
+    with Image.open(path) as image:
+        gray = np.asarray(image.convert("RGBA").convert("L"))
+    np.testing.assert_array_equal(read_image(path, 1)[..., 0], gray)
+    assert read_image(path).shape == (8, 8, 3)
+
+
 # ---------------------------------------------------------------------------------------------- 5. EXIF
 
 

@@ -81,6 +81,8 @@ def read_image_and_size(path, channels: int | None = None, size=None) -> tuple[n
             original_size = (image.height, image.width)
             if channels is None:
                 channels = 1 if image.mode in _GRAY_MODES else 3
+            if image.mode in ("P", "PA"):  # through RGBA: Pillow warns converting transparent palettes otherwise
+                image = image.convert("RGBA")
             if image.mode in _WIDE_GRAY_MODES:
                 wide = np.asarray(image).astype(np.int64)
                 image = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), mode="L")

@@ -59,14 +59,15 @@ class _Listing:
         self.root, self.files, self.hidden = root, [], 0
         self._root_real = os.path.realpath(root)
         self._dirs: dict[str, Path] = {}  # real path -> the path it was first reached by
-        self._real_files: dict[str, tuple[Path, int]] = {}  # real path -> (the path it was first listed by, label)
+        self.real_files: dict[str, tuple[Path, int]] = {}  # real path -> (the path it was first listed by, label)
         for label, name in enumerate(classes):
-            before = len(self.files)
+            files_before, hidden_before = len(self.files), self.hidden
             self._walk(root / name, label)
-            if len(self.files) == before:
+            if len(self.files) == files_before:
+                hidden = " (hidden ones are ignored)" if self.hidden > hidden_before else ""
                 raise InvalidInputError(
-                    f"Class folder {root / name} holds no files{' (hidden ones are ignored)' if self.hidden else ''}"
-                    f"; every subfolder of {root} is a class. Remove it, or add images of class {name!r}.")
+                    f"Class folder {root / name} holds no files{hidden}; every subfolder of {root} is a class. "
+                    f"Remove it, or add images of class {name!r}.")
 
     def _enter(self, directory: Path) -> None:
         real = os.path.realpath(directory)
@@ -83,7 +84,8 @@ class _Listing:
 
     def _walk(self, top: Path, label: int) -> None:
         self._enter(top)
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True, onerror=_raise):
+            real_dir = os.path.realpath(dirpath)
             kept = sorted(d for d in dirnames if not _is_hidden(d))
             self.hidden += len(dirnames) - len(kept)
             for name in kept:  # checked before os.walk descends, so a link loop never recurses
@@ -94,19 +96,18 @@ class _Listing:
                     self.hidden += 1
                     continue
                 path = Path(dirpath) / filename
-                real = os.path.realpath(path) if os.path.islink(path) else os.path.join(
-                    os.path.realpath(dirpath), filename)
-                if real in self._real_files:
-                    first, first_label = self._real_files[real]
+                real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dir, filename)
+                if real in self.real_files:
+                    first, first_label = self.real_files[real]
                     raise InvalidInputError(
                         f"{path} and {first} are the same file ({real}); it would be read twice"
                         f"{'' if first_label == label else ', as two classes'}. Remove one of them.")
-                self._real_files[real] = (path, label)
+                self.real_files[real] = (path, label)
                 self.files.append((path, label))
 
-    @property
-    def real_files(self) -> dict[str, tuple[Path, int]]:
-        return self._real_files
+
+def _raise(error: OSError) -> None:
+    raise error  # a subfolder that cannot be listed is not left out silently (os.walk's default)
 
 
 def _read_images(files, channels: int | None, size) -> tuple[list, list, tuple | None, int]:

@@ -128,9 +128,9 @@ def render(result: dict, command: str) -> str:
         "# Fuzzing the image reader",
         "",
         "`nin_keras.data.images.read_image` (folder datasets and `nin-keras maps`) fed byte-level mutants of small "
-        "PNG (RGB, gray, palette, RGBA, 16-bit), JPEG (RGB, gray, EXIF-rotated), GIF and BMP files, each read in "
-        "a child process. Read: pixels came back. Refused: the package's own error. Escaped: any other "
-        "exception (a bug). Crashed: the child process died.",
+        "PNG (RGB, gray, palette, RGBA, 16-bit), JPEG (RGB, gray, EXIF-rotated), GIF and BMP files, read in child "
+        "processes (500 a process, restarted after a crash). Read: pixels came back. Refused: the package's own "
+        "error. Escaped: any other exception (a bug). Crashed: the child process died.",
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",

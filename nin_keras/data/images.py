@@ -71,7 +71,7 @@ def read_image(path, channels: int | None = None, size=None) -> np.ndarray:
 
 def read_image_and_size(path, channels: int | None = None, size=None) -> tuple[np.ndarray, tuple[int, int]]:
     """`read_image`, and the image's own (height, width) (after the EXIF orientation, before resizing)."""
-    from PIL import Image, ImageOps  # lazy: Pillow comes with matplotlib; only image readers need it
+    from PIL import Image, ImageOps  # lazy: only image readers need Pillow
 
     if channels is not None and channels not in CHANNELS:
         raise InvalidInputError(f"channels must be 1, 3 or 4; received {channels!r}.")
@@ -99,7 +99,7 @@ def read_image_and_size(path, channels: int | None = None, size=None) -> tuple[n
 @contextlib.contextmanager
 def _open(path):
     """Opens an image with Pillow, refusing other formats and, from the header, images over the pixel limit."""
-    from PIL import Image  # lazy: Pillow comes with matplotlib; only image readers need it
+    from PIL import Image  # lazy: only image readers need Pillow
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end

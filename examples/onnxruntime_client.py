@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     _, height, width, channels = onnxruntime.InferenceSession(
         str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
     labels_file = Path(args.labels) if args.labels else model.with_name("labels.txt")
-    labels = labels_file.read_text().splitlines() if labels_file.is_file() else None
+    labels = labels_file.read_text(encoding="utf-8").split("\n") if labels_file.is_file() else None
     mode = "L" if channels == 1 else "RGB"
     images = np.stack([np.asarray(Image.open(path).convert(mode).resize((width, height), Image.Resampling.BILINEAR),
                                   dtype=np.float32).reshape(height, width, channels) for path in args.images])

@@ -19,10 +19,14 @@ writer function to each spec (`nin_keras.EXPORT_TARGETS`).
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
 from importlib.util import find_spec
+from pathlib import Path
 from typing import ClassVar
+
+from nin_keras.errors import InvalidInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +98,67 @@ MANIFEST_FILE = "manifest.json"
 GPU_COMPATIBILITY_FILE = "gpu_compatibility.txt"
 EDGETPU_CHECK_FILE = "edgetpu_check.json"
 REPORT_FILES = ("report.json", "report.md")
+# Unicode categories a class name may not hold: control characters (\n, \r, \t, \x0b, \x0c, \x1c-\x1f, \x85,
+# ...), line and paragraph separators (U+2028, U+2029), and lone surrogates (a folder name that is not UTF-8).
+# labels.txt holds one name a line, and other tools' label readers split lines on any of these.
+_FORBIDDEN_IN_CLASS_NAMES = {"Cc": "a control character", "Zl": "a line separator", "Zp": "a paragraph separator",
+                             "Cs": "bytes that are not UTF-8"}
+_MAX_LABELS_BYTES = 16 * 2**20
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class name (it would not come back the same from labels.txt), or None."""
+    if not name.strip():
+        return "it is empty"
+    if name != name.strip():
+        return "it starts or ends with white space"
+    for char in name:
+        kind = _FORBIDDEN_IN_CLASS_NAMES.get(unicodedata.category(char))
+        if kind:
+            return f"it holds {kind} (U+{ord(char):04X} {unicodedata.name(char, '')})".replace(" )", ")")
+    return None
+
+
+def check_class_names(names, where: str = "") -> list[str]:
+    """`names` as strings, each one `class_name_problem` accepts; else InvalidInputError naming the first bad one.
+
+    `where` says where the names come from (a folder), for the message.
+    """
+    names = [str(name) for name in names]
+    for name in names:
+        problem = class_name_problem(name)
+        if problem:
+            raise InvalidInputError(
+                f"Class name {name!r}{f' ({where})' if where else ''} cannot be written to {LABELS_FILE} (one name "
+                f"a line) and read back: {problem}. Rename it with letters, digits, spaces and punctuation only.")
+    return names
+
+
+def format_labels(names) -> str:
+    """The text of labels.txt: one class name a line, each ending in "\n" (names checked by `check_class_names`)."""
+    return "".join(f"{name}\n" for name in check_class_names(names))
+
+
+def parse_labels(text: str) -> list[str]:
+    """Class names from labels.txt text: split on "\n" only, each stripped of white space, blank lines dropped.
+
+    The one reader of labels.txt: the CLI, the predictor and the metadata summary all use it, so a name is
+    never split on a character that `str.splitlines` also breaks at (which `check_class_names` refuses anyway).
+    """
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def read_labels(path) -> list[str]:
+    """`parse_labels` of a labels.txt file (UTF-8), refusing one that is not text or not small."""
+    path = Path(path)
+    if path.stat().st_size > _MAX_LABELS_BYTES:
+        raise InvalidInputError(f"{path} is {path.stat().st_size:,} bytes, too large for a class-names file (one "
+                                "name a line); pass the labels.txt of the export.")
+    try:
+        return parse_labels(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InvalidInputError(f"{path} is not UTF-8 text (byte {error.start}); a class-names file holds one name "
+                                "a line, in UTF-8.") from None
 
 
 def targets_help() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from nin_keras.checks import check_path
 from nin_keras.cli import CLIError
 from nin_keras.cli.options import positive_int
-from nin_keras.export_layout import LABELS_FILE
+from nin_keras.export_layout import LABELS_FILE, read_labels
 
 HELP = "draw the class-confidence maps (input of the GAP layer) of a .keras model for image files"
 DESCRIPTION = (
@@ -62,7 +62,7 @@ def _class_names(labels_path, model_path: Path, num_classes: int) -> list[str]:
             return [str(i) for i in range(num_classes)]
         labels_path = beside
     labels_path = check_path("Labels file", labels_path, kind="file")
-    names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = read_labels(labels_path)
     if len(names) != num_classes:
         raise CLIError(f"{labels_path} has {len(names)} class names but the model has {num_classes} classes.")
     return names

@@ -1,73 +1,134 @@
-"""`folder:PATH` datasets: one subfolder per class, read with `keras.utils.image_dataset_from_directory`.
+"""`folder:PATH` datasets: one subfolder per class (Keras' `image_dataset_from_directory` layout).
 
-Layout (Keras' own): `PATH/<class name>/<image files>`; class ids follow the sorted subfolder names. If
-PATH holds `train/` and `test/` folders, each laid out that way, they are the train and test splits;
+Layout: `PATH/<class name>/<image files>`, in subfolders at any depth; class ids follow the sorted subfolder
+names. If PATH holds `train/` and `test/` folders, each laid out that way, they are the train and test splits;
 otherwise a fixed (seed 0) `test_split` fraction of the images is held out as the test split, so runs with
 different seeds are compared on the same test images.
 
-Every file is decoded once before loading: a file that is not an image, or that cannot be decoded, is
-named. With `on_bad_image="fail"` (default) loading stops with `InvalidInputError` listing them; with
-"skip" they are left out, a warning names them, and `info["skipped_files"]` records them. Never silent.
+One listing, one reader: the files are listed once here and each is read once with
+`nin_keras.data.images.read_image` (the reader `maps` uses too), so what is checked is what is trained on.
+
+- Hidden entries (names starting with ".": macOS `._*` files, `.ipynb_checkpoints/`, `.thumbs/`) are left out
+  everywhere, counted in `info["hidden_entries_ignored"]`.
+- Links are followed, but a class folder that leads to PATH itself (or a folder above it), two class folders
+  that overlap, a folder reached twice (a link loop) and a file reached twice are refused, naming them.
+- An empty class folder is refused, naming it. So is a class name that labels.txt cannot hold (a control
+  character, a line separator; see `nin_keras.export_layout.class_name_problem`).
+- A file that is not an image, or that cannot be decoded, is named. With `on_bad_image="fail"` (default) loading
+  stops with `InvalidInputError` listing them; with "skip" they are left out, a warning names them, and
+  `info["skipped_files"]` records them. Never silent.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import tempfile
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from nin_keras.checks import check_choice, check_float
 from nin_keras.data.formats import RawData
+from nin_keras.data.images import IMAGE_EXTENSIONS, ImageReadError, read_image_and_size
 from nin_keras.data.pipeline import split_validation
 from nin_keras.errors import InvalidInputError, MissingFileError, NotAFolderError
-from nin_keras.process_state import silenced_native_stderr
+from nin_keras.export_layout import check_class_names
 
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
 ON_BAD_IMAGE = ("fail", "skip")
 COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
 _TEST_SPLIT_SEED = 0
 
 
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
 def _class_dirs(root: Path) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not _is_hidden(entry.name))
 
 
-def _list_files(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    files = []
-    for label, name in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+def _within(inner: str, outer: str) -> bool:
+    """Whether real path `inner` is `outer` or inside it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+class _Listing:
+    """The image files of one folder dataset (one split): [(path, label)], refusing loops and duplicates."""
+
+    def __init__(self, root: Path, classes: list[str]):
+        self.root, self.files, self.hidden = root, [], 0
+        self._root_real = os.path.realpath(root)
+        self._dirs: dict[str, Path] = {}  # real path -> the path it was first reached by
+        self.real_files: dict[str, tuple[Path, int]] = {}  # real path -> (the path it was first listed by, label)
+        for label, name in enumerate(classes):
+            files_before, hidden_before = len(self.files), self.hidden
+            self._walk(root / name, label)
+            if len(self.files) == files_before:
+                hidden = " (hidden ones are ignored)" if self.hidden > hidden_before else ""
+                raise InvalidInputError(
+                    f"Class folder {root / name} holds no files{hidden}; every subfolder of {root} is a class. "
+                    f"Remove it, or add images of class {name!r}.")
+
+    def _enter(self, directory: Path) -> None:
+        real = os.path.realpath(directory)
+        if _within(self._root_real, real):
+            raise InvalidInputError(
+                f"{directory} leads to {real}, which holds the image folder {self.root} itself (a link to it or "
+                "above it): every image would be read again under another class. Remove the link.")
+        if real in self._dirs:
+            raise InvalidInputError(
+                f"{directory} and {self._dirs[real]} are the same folder ({real}; a link loop, a second link to it, "
+                "or a class folder inside another): its images would be read twice. Remove the link or move the "
+                "folder so each image is in one class.")
+        self._dirs[real] = directory
+
+    def _walk(self, top: Path, label: int) -> None:
+        self._enter(top)
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=True, onerror=_raise):
+            real_dir = os.path.realpath(dirpath)
+            kept = sorted(d for d in dirnames if not _is_hidden(d))
+            self.hidden += len(dirnames) - len(kept)
+            for name in kept:  # checked before os.walk descends, so a link loop never recurses
+                self._enter(Path(dirpath) / name)
+            dirnames[:] = kept
             for filename in sorted(filenames):
-                if not filename.startswith("."):
-                    files.append((Path(dirpath) / filename, label))
-    return files
+                if _is_hidden(filename):
+                    self.hidden += 1
+                    continue
+                path = Path(dirpath) / filename
+                real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dir, filename)
+                if real in self.real_files:
+                    first, first_label = self.real_files[real]
+                    raise InvalidInputError(
+                        f"{path} and {first} are the same file ({real}); it would be read twice"
+                        f"{'' if first_label == label else ', as two classes'}. Remove one of them.")
+                self.real_files[real] = (path, label)
+                self.files.append((path, label))
 
 
-def _check_images(files, channels: int) -> tuple[list, list, list]:
-    """Decodes every file: returns (good files, [(file, reason)] bad ones, native channel counts)."""
-    good, bad, native_channels = [], [], []
+def _raise(error: OSError) -> None:
+    raise error  # a subfolder that cannot be listed is not left out silently (os.walk's default)
+
+
+def _read_images(files, channels: int | None, size) -> tuple[list, list, tuple | None, int]:
+    """Reads each file once: (readable [(pixels, label)], bad [(file, reason)], size, how many were resized).
+
+    With `size` None, the first readable image sets it; the rest are resized to it.
+    """
+    good, bad, resized = [], [], 0
     for path, label in files:
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             bad.append((path, f"not an image file (allowed: {', '.join(IMAGE_EXTENSIONS)})"))
             continue
         try:
-            # A failed decode also logs a C++ warning; the CLI wants only our one-line message.
-            with silenced_native_stderr():
-                image = tf.io.decode_image(path.read_bytes(), channels=channels, expand_animations=False)
-        except (OSError, tf.errors.OpError) as error:
-            reason = getattr(error, "message", None) or str(error)
-            reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)  # TF's internal op path
-            bad.append((path, f"cannot be decoded ({reason.splitlines()[0][:120]})"))
+            pixels, original_size = read_image_and_size(path, channels, size)
+        except ImageReadError as error:
+            bad.append((path, error.reason))
             continue
-        good.append((path, label, tuple(int(d) for d in image.shape)))
-        native_channels.append(int(image.shape[-1]))
-    return good, bad, native_channels
+        size = size or original_size
+        resized += original_size != tuple(size)
+        good.append((pixels, label))
+    return good, bad, size, resized
 
 
 def _report_bad(bad, on_bad_image: str, root: Path) -> list[str]:
@@ -84,34 +145,8 @@ def _report_bad(bad, on_bad_image: str, root: Path) -> list[str]:
     return [str(path) for path, _ in bad]
 
 
-def _load_with_keras(root: Path, classes, good, image_size, color_mode) -> tuple[np.ndarray, np.ndarray]:
-    """Loads `good` files through image_dataset_from_directory (from a mirror of links when some were left out)."""
-    def load(directory):
-        dataset = keras.utils.image_dataset_from_directory(
-            str(directory), labels="inferred", label_mode="int", class_names=list(classes), color_mode=color_mode,
-            batch_size=None, image_size=tuple(image_size), shuffle=False, interpolation="bilinear", verbose=False,
-        )
-        images, labels = [], []
-        for x, y in dataset.batch(256).as_numpy_iterator():
-            images.append(np.clip(np.rint(x), 0, 255).astype(np.uint8))
-            labels.append(y.astype(np.int64))
-        if not images:
-            return np.zeros((0, *image_size, COLOR_MODES[color_mode]), np.uint8), np.zeros((0,), np.int64)
-        return np.concatenate(images), np.concatenate(labels)
-
-    all_files = _list_files(root, classes)
-    if len(good) == len(all_files):
-        return load(root)
-    with tempfile.TemporaryDirectory(prefix="nin_keras_folder_") as mirror:
-        for name in classes:
-            os.makedirs(os.path.join(mirror, name))
-        for index, (path, label, _) in enumerate(good):
-            link = os.path.join(mirror, classes[label], f"{index:09d}{path.suffix.lower()}")
-            os.symlink(path.resolve(), link)
-        return load(mirror)
-
-
-def _scan(root: Path, on_bad_image: str, color_mode: str | None):
+def _list_split(root: Path) -> tuple[list[str], _Listing]:
+    """The classes and files of one split folder, every structural check made before any image is read."""
     if root.exists() and not root.is_dir():
         raise NotAFolderError(
             f"Image folder {root} is a file, not a folder (expected {root}/<class name>/<images>).")
@@ -128,19 +163,44 @@ def _scan(root: Path, on_bad_image: str, color_mode: str | None):
             f"Image folder {root} has one class subfolder ({classes[0]}); a classifier needs at least two "
             f"classes: put each class's images in its own subfolder, {root}/<class name>/<image files>."
         )
-    files = _list_files(root, classes)
-    channels = COLOR_MODES[color_mode] if color_mode else 0
-    good, bad, native = _check_images(files, channels)
+    check_class_names(classes, where=f"a subfolder of {root}")
+    return classes, _Listing(root, classes)
+
+
+def _read_split(root: Path, classes, listing: _Listing, on_bad_image: str, channels, size):
+    """(images, labels, skipped files, size, resized count) of one split."""
+    good, bad, size, resized = _read_images(listing.files, channels, size)
     skipped = _report_bad(bad, on_bad_image, root)
     if not good:
         raise InvalidInputError(f"Image folder {root} holds no readable images in {', '.join(classes)}.")
-    readable = sorted({classes[label] for _, label, _ in good})
+    readable = sorted({classes[label] for _, label in good})
     if len(readable) < 2:
         raise InvalidInputError(
             f"Image folder {root} has readable images only in {readable[0]} (the others were skipped); a "
             "classifier needs images of at least two classes."
         )
-    return classes, good, skipped, native
+    return [pixels for pixels, _ in good], np.array([label for _, label in good], np.int64), skipped, size, resized
+
+
+def _check_size(image_size):
+    if image_size is None:
+        return None
+    try:
+        image_size = tuple(int(d) for d in image_size)
+    except (TypeError, ValueError):
+        image_size = None
+    if image_size is None or len(image_size) != 2 or min(image_size) < 1:
+        raise InvalidInputError(f"image_size must be (height, width) with positive sizes; received {image_size!r}.")
+    return image_size
+
+
+def _check_splits_apart(split_dirs, listings) -> None:
+    shared = listings[0].real_files.keys() & listings[1].real_files.keys()
+    if shared:
+        real = sorted(shared)[0]
+        raise InvalidInputError(
+            f"{len(shared)} file(s) are in both {split_dirs[0]} and {split_dirs[1]} (e.g. {real}, through a link): "
+            "a test image seen in training makes the test score meaningless. Keep the splits apart.")
 
 
 def read_folder(path, *, seed: int = 0, on_bad_image: str = "fail", image_size=None, color_mode=None,
@@ -150,36 +210,40 @@ def read_folder(path, *, seed: int = 0, on_bad_image: str = "fail", image_size=N
     check_choice("on_bad_image", on_bad_image, ON_BAD_IMAGE)
     check_choice("color_mode", color_mode, (*COLOR_MODES, None))
     test_split = check_float("test_split", test_split, minimum=0, maximum=1, min_inclusive=False, max_inclusive=False)
+    size = chosen_size = _check_size(image_size)
     root = Path(path).expanduser()
     split_dirs = root / "train", root / "test"
     has_splits = all(d.is_dir() and _class_dirs(d) for d in split_dirs)
-    scans = [_scan(d, on_bad_image, color_mode) for d in (split_dirs if has_splits else (root,))]
-    classes = scans[0][0]
-    if has_splits and scans[1][0] != classes:
-        raise InvalidInputError(
-            f"{split_dirs[0]} has classes {classes} but {split_dirs[1]} has {scans[1][0]}; they must match."
-        )
-    native = [c for scan in scans for c in scan[3]]
-    if color_mode is None:
-        color_mode = "grayscale" if all(c == 1 for c in native) else "rgb"
-    shapes = [shape for scan in scans for _, _, shape in scan[1]]
-    chose_size = image_size is not None
-    if image_size is None:
-        image_size = shapes[0][:2]
-    image_size = tuple(int(d) for d in image_size)
-    if len(image_size) != 2 or min(image_size) < 1:
-        raise InvalidInputError(f"image_size must be (height, width) with positive sizes; received {image_size!r}.")
-    resized = sum(1 for shape in shapes if tuple(shape[:2]) != image_size)
-    if resized and not chose_size:  # said once here, not only in config.json: some images get stretched
+    roots = split_dirs if has_splits else (root,)
+    listed = [_list_split(d) for d in roots]
+    classes = listed[0][0]
+    if has_splits:
+        if listed[1][0] != classes:
+            raise InvalidInputError(
+                f"{split_dirs[0]} has classes {classes} but {split_dirs[1]} has {listed[1][0]}; they must match.")
+        _check_splits_apart(split_dirs, [listing for _, listing in listed])
+    channels = COLOR_MODES[color_mode] if color_mode else None
+    splits, skipped, resized = [], [], 0
+    for d, (_, listing) in zip(roots, listed):
+        images, labels, split_skipped, size, split_resized = _read_split(d, classes, listing, on_bad_image,
+                                                                         channels, size)
+        splits.append((images, labels))
+        skipped += split_skipped
+        resized += split_resized
+    if color_mode is None:  # each image read as it is: grayscale only if all are
+        color_mode = "grayscale" if all(p.shape[-1] == 1 for images, _ in splits for p in images) else "rgb"
+    depth = COLOR_MODES[color_mode]
+    arrays = [(np.stack([np.repeat(p, depth, axis=-1) if p.shape[-1] != depth else p for p in images]), labels)
+              for images, labels in splits]
+    total = sum(len(labels) for _, labels in splits)
+    if resized and chosen_size is None:  # said once here, not only in config.json: some images get stretched
         warnings.warn(
-            f"{resized} of {len(shapes)} images in {root} are not {image_size[0]}x{image_size[1]}, the first "
+            f"{resized} of {total} images in {root} are not {size[0]}x{size[1]}, the first "
             "image's size; they are resized to it. Pass image_size=(height, width) to choose the size.",
             stacklevel=3)
-    arrays = [_load_with_keras(d, classes, scan[1], image_size, color_mode)
-              for d, scan in zip(split_dirs if has_splits else (root,), scans)]
-    skipped = [f for scan in scans for f in scan[2]]
-    info = {"folder": str(root), "color_mode": color_mode, "image_size": list(image_size),
-            "resized_images": resized, "skipped_files": skipped}
+    hidden = sum(listing.hidden for _, listing in listed)
+    info = {"folder": str(root), "color_mode": color_mode, "image_size": list(size),
+            "resized_images": resized, "skipped_files": skipped, "hidden_entries_ignored": hidden}
     if has_splits:
         (x_train, y_train), (x_test, y_test) = arrays
         info["test_source"] = str(split_dirs[1])

@@ -273,7 +273,7 @@ SOURCES: dict[str, Source] = {
 # Names with an argument after a colon: prefix -> Source (the argument is passed as `path`).
 PREFIX_SOURCES: dict[str, Source] = {
     "folder": Source(
-        "folder:PATH: your images, one subfolder per class (keras.utils.image_dataset_from_directory); "
+        "folder:PATH: your images, one subfolder per class (Keras' image_dataset_from_directory layout); "
         "options: on_bad_image, image_size, color_mode, test_split",
         _read_folder, options=("on_bad_image", "image_size", "color_mode", "test_split")),
 }

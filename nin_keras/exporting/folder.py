@@ -21,7 +21,7 @@ from pathlib import Path
 from nin_keras._atomic import remove_stale_staging, staging_dir, swap_dir, write_json
 from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
-from nin_keras.export_layout import REPORT_FILES
+from nin_keras.export_layout import REPORT_FILES, check_class_names
 from nin_keras.exporting.converter import float32_model
 from nin_keras.exporting.targets import (
     EXPORT_TARGETS,
@@ -158,9 +158,7 @@ def _class_names(class_names, data, num_classes: int) -> list[str]:
         raise InvalidInputError(
             f"{len(class_names)} class names given for a model with {num_classes} classes."
         )
-    if any("\n" in name for name in class_names):
-        raise InvalidInputError("Class names must not contain line breaks (labels.txt has one name a line).")
-    return class_names
+    return check_class_names(class_names)
 
 
 def _previous_targets(out_dir: Path, names) -> dict:

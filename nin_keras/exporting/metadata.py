@@ -23,6 +23,7 @@ from flatbuffers import number_types
 from flatbuffers.table import Table
 
 from nin_keras.errors import InvalidInputError
+from nin_keras.export_layout import format_labels, parse_labels
 
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -106,7 +107,7 @@ def with_metadata(model_bytes: bytes, metadata: ClassifierMetadata) -> bytes:
     packed = io.BytesIO()
     packed.write(builder.Output())
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:  # appended after the model
-        archive.writestr(metadata.labels_file, "\n".join(str(label) for label in metadata.labels) + "\n")
+        archive.writestr(metadata.labels_file, format_labels(metadata.labels))
     return packed.getvalue()
 
 
@@ -192,7 +193,7 @@ def describe_metadata(metadata: dict | None) -> dict | None:
     normalization = image.get("normalization") or {}
     labels = [f["name"] for f in scores.get("associated_files", [])]
     packed = metadata.get("packed_files", {})
-    count = len(packed[labels[0]].decode().splitlines()) if labels and labels[0] in packed else 0
+    count = len(parse_labels(packed[labels[0]].decode("utf-8", "replace"))) if labels and labels[0] in packed else 0
     return {"name": metadata["name"], "version": metadata["version"],
             "input": f"{image['name']}: {image.get('color_space')} image {'x'.join(map(str, image.get('size', ())))}, "
                      f"normalization mean {normalization.get('mean')} std {normalization.get('std')}",

@@ -33,6 +33,7 @@ from nin_keras.export_layout import (
     Manifest,
     ManifestEntry,
     TargetSpec,
+    format_labels,
 )
 from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model
 from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
@@ -308,7 +309,7 @@ def summarize_gpu_compatibility(text: str) -> dict:
 
 
 def write_labels(out_dir, class_names) -> Path:
-    return write_text(Path(out_dir) / LABELS_FILE, "".join(f"{name}\n" for name in class_names))
+    return write_text(Path(out_dir) / LABELS_FILE, format_labels(class_names))
 
 
 # Every target with its writer: `TARGET_SPECS`' facts, in its order (what `nin_keras.EXPORT_TARGETS` is).

@@ -9,7 +9,7 @@ import numpy as np
 
 from nin_keras.checks import check_int
 from nin_keras.errors import IncompatibleModelError
-from nin_keras.export_layout import LABELS_FILE
+from nin_keras.export_layout import LABELS_FILE, read_labels
 from nin_keras.verification.artifacts import DEFAULT_CHUNK, load_artifact
 
 
@@ -59,7 +59,7 @@ class Predictor:
         folder = path.parent if path.is_file() else path
         for candidate in (folder / LABELS_FILE, folder.parent / LABELS_FILE, folder.parent.parent / LABELS_FILE):
             if candidate.is_file():
-                names = [line.strip() for line in candidate.read_text(encoding="utf-8").splitlines() if line.strip()]
+                names = read_labels(candidate)
                 if len(names) == self.num_classes:
                     return names
         return None

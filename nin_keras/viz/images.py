@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 
 from nin_keras.checks import check_path
+from nin_keras.data.images import read_image
 from nin_keras.errors import InvalidInputError
 
 
 def load_images(paths, input_shape) -> np.ndarray:
-    """Reads PNG/JPEG (any format Pillow reads) files as uint8 raw pixels shaped for a model.
+    """Reads PNG, JPEG, GIF or BMP files as uint8 raw pixels shaped for a model.
 
-    Each image is converted to grayscale or RGB to match the channel count and resized (bilinear) to the
-    model's height and width.
+    Each file is read with `nin_keras.data.images.read_image`, the reader folder datasets use, so a model sees
+    here the pixels it was trained on: EXIF orientation applied, 16-bit images scaled to 8 bits, converted to
+    grayscale or RGB to match the channel count, resized (bilinear) to the model's height and width.
 
     Args:
         paths: image file paths.
@@ -25,10 +27,9 @@ def load_images(paths, input_shape) -> np.ndarray:
 
     Raises:
         FileNotFoundError: a path does not exist. IsADirectoryError: a path is a folder.
-        InvalidInputError: a file that is not a readable image; a channel count other than 1 or 3.
+        InvalidInputError: a file that is not a readable image (or is over the pixel limit); a channel count
+            other than 1 or 3.
     """
-    from PIL import Image, UnidentifiedImageError  # lazy: Pillow is not a declared dependency (matplotlib brings it)
-
     height, width, channels = (int(v) for v in input_shape)
     if channels not in (1, 3):
         raise InvalidInputError(f"Only 1-channel (grayscale) or 3-channel (RGB) models read image files; "
@@ -39,12 +40,5 @@ def load_images(paths, input_shape) -> np.ndarray:
     images = []
     for path in paths:
         check_path("Image file", path, kind="file")
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise InvalidInputError(f"Cannot read image {path}: {error}") from None
-        images.append(array.reshape(height, width, channels))
+        images.append(read_image(path, channels, (height, width)))
     return np.stack(images)

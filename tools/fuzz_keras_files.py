@@ -11,7 +11,8 @@ exception, and any crash of the process loading it, is a failure. Mutants are lo
 (`--chunk` each), so a crash is counted and the run goes on. tests/test_reliability_round3_export.py runs a few
 hundred of the same mutants in CI.
 
-    python tools/fuzz_keras_files.py --count 3000 --seed 0     # writes docs/benchmarks/fuzz_keras_files.md
+    python tools/fuzz_keras_files.py --model small --count 3000    # records in docs/benchmarks/fuzz_keras_files.md
+    python tools/fuzz_keras_files.py --model nin --count 500       # (and .json), one row per model
 """
 
 from __future__ import annotations
@@ -241,39 +242,41 @@ def _bucket(outcome: str) -> str:
     return {"rejected": "rejected cleanly"}.get(outcome, outcome)
 
 
-def render(record: dict) -> str:
-    counts = record["outcomes"]
+def render(runs: list[dict]) -> str:
+    """The Markdown report of every run recorded (one table row each, then each run's counts by mutation)."""
     lines = [
         "# Fuzzing `nin_keras.load_model` with damaged .keras files",
         "",
-        "Written by `tools/fuzz_keras_files.py` (mutations in its docstring); CI runs a few hundred of the same",
-        "mutants (`tests/test_reliability_round3_export.py`). A mutant must load or be refused with a",
-        "`NinKerasError`; any other exception, and any crash of the loading process, is a failure.",
+        "Written by `tools/fuzz_keras_files.py` (mutations in its docstring); CI loads 150 of the same mutants of",
+        "the five-layer model (`tests/test_reliability_round3_export.py`). A mutant must load or be refused with",
+        "a `NinKerasError`; any other exception, and any crash of the loading process, is a failure. \"Loaded\"",
+        "mutants changed bytes that only hold weight values, or config fields Keras ignores.",
         "",
-        f"- Command: `{record['command']}`",
-        f"- Date: {record['date']}",
-        f"- Machine: {record['machine']}",
-        f"- Versions: {record['versions']}",
-        f"- Wall time: {record['seconds']:.0f} s; peak memory of one loading process: {record['peak_child_rss_mb']} MB",
-        "",
-        "| tried | rejected cleanly | loaded | other exceptions | crashed |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {record['tried']} | {counts.get('rejected cleanly', 0)} | {counts.get('loaded', 0)} | "
-        f"{counts.get('other exception', 0)} | {counts.get('crashed', 0)} |",
-        "",
-        "By mutation:",
-        "",
-        "| mutation | rejected cleanly | loaded | other exceptions | crashed |",
-        "|---|---:|---:|---:|---:|",
+        "| model mutated | tried | rejected cleanly | loaded | other exceptions | crashed | wall time |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for kind, kind_counts in sorted(record["by_kind"].items()):
-        lines.append(f"| {kind} | {kind_counts.get('rejected cleanly', 0)} | {kind_counts.get('loaded', 0)} | "
-                     f"{kind_counts.get('other exception', 0)} | {kind_counts.get('crashed', 0)} |")
-    lines += ["", "\"Loaded\" mutants changed bytes that only hold weight values, or config fields Keras ignores.", ""]
-    if record["failures"]:
-        lines += ["Failures (first 50):", ""] + [f"- mutant {f['index']} ({f['kind']}): {f['outcome']}"
-                                                for f in record["failures"]] + [""]
-    return "\n".join(lines)
+    for run in runs:
+        counts = run["outcomes"]
+        lines.append(f"| {run['model']} | {run['tried']} | {counts.get('rejected cleanly', 0)} | "
+                     f"{counts.get('loaded', 0)} | {counts.get('other exception', 0)} | {counts.get('crashed', 0)} | "
+                     f"{run['seconds']:.0f} s |")
+    for run in runs:
+        lines += ["", f"## {run['model']}", "",
+                  f"- Command: `{run['command']}`",
+                  f"- Date: {run['date']}",
+                  f"- Machine: {run['machine']}",
+                  f"- Versions: {run['versions']}",
+                  f"- Peak memory of one loading process: {run['peak_child_rss_mb']} MB",
+                  "",
+                  "| mutation | rejected cleanly | loaded | other exceptions | crashed |",
+                  "|---|---:|---:|---:|---:|"]
+        for kind, kind_counts in sorted(run["by_kind"].items()):
+            lines.append(f"| {kind} | {kind_counts.get('rejected cleanly', 0)} | {kind_counts.get('loaded', 0)} | "
+                         f"{kind_counts.get('other exception', 0)} | {kind_counts.get('crashed', 0)} |")
+        if run["failures"]:
+            lines += ["", "Failures (first 50):", ""] + [f"- mutant {f['index']} ({f['kind']}): {f['outcome']}"
+                                                        for f in run["failures"]]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -300,6 +303,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     record.update(
+        model=args.model,
         command="python tools/fuzz_keras_files.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         machine=f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
@@ -308,8 +312,11 @@ def main(argv=None) -> int:
                  f"(HDF5 {h5py.version.hdf5_version})",
         seconds=time.perf_counter() - started)
     out = Path(args.out)
-    out.write_text(render(record), encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    raw = out.with_suffix(".json")  # every run recorded: a new run of a model replaces that model's earlier one
+    runs = json.loads(raw.read_text(encoding="utf-8"))["runs"] if raw.exists() else []
+    runs = [run for run in runs if run["model"] != args.model] + [record]
+    raw.write_text(json.dumps({"runs": runs}, indent=2, default=str) + "\n", encoding="utf-8")
+    out.write_text(render(runs), encoding="utf-8")
     counts = record["outcomes"]
     print(f"tried {record['tried']}: rejected cleanly {counts.get('rejected cleanly', 0)}, loaded "
           f"{counts.get('loaded', 0)}, other exceptions {counts.get('other exception', 0)}, crashed "

@@ -212,13 +212,13 @@ def _move_into(staging: Path, out_dir: Path) -> None:
 
 
 # Files an export writes besides its targets' own, and when one of this export's targets makes them stale.
-_STALE_WITH = {INT8_CHOICE_FILE: ("tflite_int8", "edgetpu")}
+_STALE_WITH = {INT8_CHOICE_FILE: ("tflite_int8", "edgetpu"), "edgetpu_compiler.txt": ("edgetpu",)}
 
 
 def _carry_over(out_dir: Path, staging: Path, names) -> None:
     """Links (or copies) into `staging` what `out_dir` holds that this export does not rewrite: other targets'
     files, and other versions in saved_model/. The reports are left out (verification rewrites them from the
-    folder's artifacts), as is what this export's targets make stale (int8_choice.json, compiled Edge TPU files).
+    folder's artifacts), as is what this export's targets make stale (int8_choice.json, edgetpu_compiler's output).
     """
     stale = set(REPORT_FILES) | {name for name, targets in _STALE_WITH.items() if set(targets) & set(names)}
     if "edgetpu" in names:
@@ -333,9 +333,9 @@ def check_export_folder(out_dir, model, targets="all", *, overwrite: bool = Fals
         what = f"an export of another model ({_describe(previous)}; exporting {_describe(new)})"
     kept = ", ".join(sorted(held - names))
     raise OutputExistsError(
-        f"Export folder {out_dir} holds {what}; the files of its {kept} would be left beside the new ones, mixing two models "
-        "in one folder. Nothing was written. Choose another out_dir=, or pass overwrite=True to replace the "
-        "folder whole."
+        f"Export folder {out_dir} holds {what}; the files of its {kept} would be left beside the new ones, "
+        "mixing two models in one folder. Nothing was written. Choose another out_dir=, or pass overwrite=True "
+        "to replace the folder whole."
     )
 
 

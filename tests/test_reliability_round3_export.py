@@ -105,11 +105,12 @@ def test_api_export_of_another_model_is_refused_before_any_work(folder, other_mo
 
 
 def test_another_model_rewriting_every_target_replaces_the_folder_whole(folder, other_model):
+    shutil.rmtree(folder / "saved_model")  # the folder holds model A's keras target only
     (folder / "int8_choice.json").write_text("{}")
-    manifest = export_targets(other_model, folder, targets=OLD_TARGETS, progress=False)
+    manifest = export_targets(other_model, folder, targets="keras", progress=False)
     names = sorted(p.name for p in folder.iterdir())
-    assert "report.md" not in names and "int8_choice.json" not in names, "nothing of model A is left"
-    assert manifest.num_classes == 2 and set(manifest.targets) == set(OLD_TARGETS.split(","))
+    assert names == ["labels.txt", "manifest.json", "model.keras"], "nothing of model A is left"
+    assert manifest.num_classes == 2 and list(manifest.targets) == ["keras"]
     assert keras.models.load_model(folder / "model.keras").output_shape == (None, 2)
 
 

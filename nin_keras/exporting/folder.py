@@ -102,9 +102,9 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
     folder = _real_folder(out_dir)
     with disk_errors_named(out_dir):
         remove_stale_staging(folder)  # what an earlier, killed export of this folder left
-        staging = staging_dir(folder)
-        work_dir = staging_dir(folder, kind="work")
+        staging, work_dir = staging_dir(folder), None
         try:
+            work_dir = staging_dir(folder, kind="work")
             context = ExportContext(model=model, representative_images=images, qat_model=qat_model,
                                     work_dir=work_dir, float_model=float32_model(model), class_names=class_names)
             entries = _write_targets(context, names, selection.skipped, staging, progress)
@@ -128,8 +128,9 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
                 _carry_over(folder, staging, names)
             _move_into(staging, folder)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(work_dir, ignore_errors=True)
+            for scratch in (staging, work_dir):
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
     return manifest
 
 

@@ -297,6 +297,18 @@ def test_a_config_asking_for_a_huge_network_is_refused_before_building(small_ker
     assert fragment in str(refused.value)
 
 
+@pytest.mark.parametrize("edit", [
+    lambda c: _layer(c, "Conv2D").update(filters=[]),  # the fuzz tool's mutants 1987 and 2853 of the small model
+    lambda c: _layer(c, "Dense").update(units=None),
+    lambda c: _layer(c, "InputLayer").update(batch_shape=[]),
+])
+def test_a_config_with_sizes_of_the_wrong_form_is_an_invalid_input_error(small_keras, tmp_path, edit):
+    path = tmp_path / "odd.keras"
+    path.write_bytes(_with_config(small_keras, edit))
+    with pytest.raises(InvalidInputError, match="is not a loadable Keras model"):
+        nin_keras.load_model(path)
+
+
 def test_fuzzed_keras_files_load_or_raise_the_packages_error(fuzz_tool, small_keras, tmp_path):
     """150 seeded mutants of a five-layer .keras, loaded in this process (tools/fuzz_keras_files.py: thousands,
     in child processes, docs/benchmarks/fuzz_keras_files.md)."""

@@ -152,21 +152,26 @@ def _count_parameters(config: dict, path: Path) -> int:
         layer = node.get("config") if isinstance(node.get("class_name"), str) else None
         if isinstance(layer, dict):
             sizes = {key: _sizes(layer[key], key, node["class_name"], path) for key in _SIZE_KEYS if key in layer}
-            kernel = math.prod(sizes.get("kernel_size", [1]))
+            kernel = math.prod(sizes.get("kernel_size") or [1])
             if node["class_name"] == "InputLayer":
                 shape = sizes.get("batch_shape") or sizes.get("batch_input_shape")
                 channels = shape[-1] if shape else channels
-            elif "filters" in sizes or "units" in sizes:
-                width = (sizes.get("filters") or sizes.get("units"))[0]
+            elif (width := _largest(sizes, "filters", "units")) is not None:
                 total += (channels or 1) * kernel * width + width
                 channels = width
-            elif "depth_multiplier" in sizes:
-                channels = (channels or 1) * sizes["depth_multiplier"][0]
+            elif (multiplier := _largest(sizes, "depth_multiplier")) is not None:
+                channels = (channels or 1) * multiplier
                 total += channels * kernel
-            elif "input_dim" in sizes and "output_dim" in sizes:
-                total += sizes["input_dim"][0] * sizes["output_dim"][0]
+            else:
+                total += (_largest(sizes, "input_dim") or 0) * (_largest(sizes, "output_dim") or 0)  # Embedding
         stack.extend(reversed([value for value in node.values() if isinstance(value, (dict, list))]))
     return total
+
+
+def _largest(sizes: dict, *keys: str) -> int | None:
+    """The largest number the size fields `keys` hold, or None when they hold none (absent, None, [])."""
+    values = [value for key in keys for value in sizes.get(key) or ()]
+    return max(values) if values else None
 
 
 def _sizes(value, key: str, class_name: str, path: Path) -> list[int]:

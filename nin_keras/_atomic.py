@@ -78,7 +78,11 @@ def swap_dir(new, target) -> None:
     old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
     os.rmdir(old)
     os.replace(target, old)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)  # the second rename failed: the old folder goes back
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

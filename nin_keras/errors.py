@@ -51,6 +51,10 @@ class MissingDependencyError(InvalidInputError, ImportError):
     """An optional package is not installed (the message says what to pip install)."""
 
 
+class StorageError(NinKerasError, OSError):
+    """Output could not be written: no space left, a read-only or unwritable folder (the message says which)."""
+
+
 def one_line(error: BaseException, limit: int | None = None) -> str:
     """`error`'s message on one line: whitespace runs (newlines included) become one space.
 

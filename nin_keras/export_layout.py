@@ -98,6 +98,7 @@ MANIFEST_FILE = "manifest.json"
 GPU_COMPATIBILITY_FILE = "gpu_compatibility.txt"
 EDGETPU_CHECK_FILE = "edgetpu_check.json"
 REPORT_FILES = ("report.json", "report.md")
+INT8_CHOICE_FILE = "int8_choice.json"  # nin_keras.export's QAT-vs-post-training comparison
 # Unicode categories a class name may not hold: control characters (\n, \r, \t, \x0b, \x0c, \x1c-\x1f, \x85,
 # ...), line and paragraph separators (U+2028, U+2029), and lone surrogates (a folder name that is not UTF-8).
 # labels.txt holds one name a line, and other tools' label readers split lines on any of these.
@@ -262,6 +263,9 @@ class Manifest(Record):
         representative_samples: calibration images used; None without full-integer targets.
         targets: target name -> its entry (this export's and those kept from an earlier one).
         skipped: target name -> why "all" left it out here (its optional dependency is not installed).
+        model_fingerprint: "sha256:..." of the model's input shape, class count and weights: which model the
+            folder's files were made from (an export of another model is not mixed into the folder). None in
+            manifests written before it was recorded.
     """
 
     model: str
@@ -272,3 +276,4 @@ class Manifest(Record):
     representative_samples: int | None
     targets: dict
     skipped: dict
+    model_fingerprint: str | None = None

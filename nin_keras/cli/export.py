@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL.keras", help="the trained model (.keras file)")
     parser.add_argument("--targets", default="all", metavar="T[,T...]", help=targets_help())
     parser.add_argument("--out", metavar="DIR", default=None, help="export folder (default export/<model name>/)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the export folder whole (needed when it holds another model's export)")
     parser.add_argument("--qat-epochs", metavar="N", type=non_negative_epoch_count, default=0,
                         help="quantization-aware training epochs for the int8 targets (default 0: post-training "
                              "quantization)")
@@ -57,7 +59,7 @@ def export_command(args) -> int:
     result = export(model, args.out, targets=selection, data=data, qat_epochs=args.qat_epochs,
                     qat_float_layers=float_layers,
                     representative_samples=args.representative_samples, verify=not args.no_verify,
-                    progress=True)
+                    progress=True, overwrite=args.overwrite)
     manifest = result.manifest
     print(f"Exported {manifest.model} to {result.out_dir}/")
     for name in selection.names:

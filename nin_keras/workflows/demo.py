@@ -131,7 +131,8 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
              "evaluating every artifact")
     tick = time.perf_counter()
     export_dir = out_dir / "export"
-    exported = export(trained, export_dir, targets="all", data=data, qat_epochs=settings.qat_epochs)
+    exported = export(trained, export_dir, targets="all", data=data, qat_epochs=settings.qat_epochs,
+                      overwrite=True)  # a new demo run replaces the last one's export, as it replaces its run
     rows = [row.to_dict() for row in exported.report]
     stage_seconds["export"] = time.perf_counter() - tick
 

@@ -16,8 +16,9 @@ from nin_keras._atomic import write_json
 from nin_keras.checks import check_int
 from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
-from nin_keras.export_layout import Record
+from nin_keras.export_layout import INT8_CHOICE_FILE, Record
 from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
+from nin_keras.exporting.folder import check_export_folder
 from nin_keras.models import check_data_fits, check_image_classifier, load_model, with_input_size
 from nin_keras.quantization import (
     DEFAULT_LEARNING_RATE,
@@ -51,7 +52,8 @@ class ExportResult(Record):
 
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
            qat_float_layers=(), representative_samples: int | None = None, class_names=None, verify: bool = True,
-           keep_better_int8: bool = True, progress=True, input_size=None) -> ExportResult:
+           keep_better_int8: bool = True, progress=True, input_size=None,
+           overwrite: bool = False) -> ExportResult:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
     Args:
@@ -81,6 +83,9 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             this `nin_keras.display.ProgressDisplay`. Defaults to True.
         input_size: the static (height, width) (or side, or "HxW") to export a model built with None height
             and width at; its weights are copied. Required for such a model. Defaults to the model's size.
+        overwrite: replace `out_dir` whole. Without it, files of other targets an earlier export of the same
+            model left there are kept, and a folder holding another model's export is refused before any work
+            (unless this export rewrites every target it holds). Defaults to False.
 
     Returns:
         An `ExportResult`: out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the
@@ -98,6 +103,7 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)
     float_layers = _check_float_layers(model, qat_float_layers, qat_epochs)
     out_dir = Path(out_dir) if out_dir is not None else Path(DEFAULT_EXPORT_ROOT) / model.name
+    check_export_folder(out_dir, model, selection, overwrite=overwrite)  # before QAT, not after it
 
     if qat_epochs > 0 and not integer_targets:
         raise InvalidInputError(
@@ -121,12 +127,12 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         display.log(f"Exporting {model.name} to {out_dir}/")
         manifest = export_targets(model, out_dir, targets=selection, data=data, qat_model=qat_model,
                                   class_names=class_names, representative_samples=representative_samples,
-                                  progress=display)
+                                  progress=display, overwrite=overwrite)
         report = None
         if verify and data is not None:
             report = tuple(verify_export(out_dir, data, reference_model=model, progress=display))
     if int8_choice is not None:
-        write_json(out_dir / "int8_choice.json", int8_choice)
+        write_json(out_dir / INT8_CHOICE_FILE, int8_choice)
     return ExportResult(str(out_dir), manifest, report, int8_choice)
 
 

@@ -399,3 +399,27 @@ def test_fashion_mnist_without_data_dir_reads_the_system_package_then_keras(monk
     _, y = nin_keras.data.as_arrays(splits, split="test")
     np.testing.assert_array_equal(y, arrays["y_test"])
     assert splits.info["horizontal_flip_ok"] is True  # clothes may be mirrored (recipes read this)
+
+
+def test_cifar_download_is_read_with_the_checked_reader(tmp_path, monkeypatch):
+    """Without data_dir, Keras only downloads: its load_data would pickle.load the cached batches unchecked, so
+    a tampered cache is read (and refused) by our reader, not Keras'."""
+    from nin_keras.data import sources
+
+    cache = tmp_path / "cifar-10-batches-py-target"
+    batches, _ = write_cifar10_dir(cache / "cifar-10-batches-py")
+    asked = {}
+
+    def fake_get_file(fname, origin, extract):
+        asked.update(fname=fname, origin=origin, extract=extract)
+        return str(cache)
+
+    monkeypatch.setattr(sources.keras.utils, "get_file", fake_get_file)
+    splits = nin_keras.load_dataset("cifar10", batch_size=8)
+    assert asked == {"fname": "cifar-10-batches-py-target", "extract": True,
+                     "origin": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"}
+    assert splits.info["sizes"]["train"] + splits.info["sizes"]["validation"] == 20
+    _dump({b"num_cases_per_batch": 4, b"label_names": 7, b"num_vis": 3072}, cache / "cifar-10-batches-py" /
+          "batches.meta")
+    with pytest.raises(InvalidInputError, match="label_names"):
+        nin_keras.load_dataset("cifar10", batch_size=8)

@@ -144,15 +144,30 @@ def _mnist_like(name: str, npz: bool, subdirs: tuple, keras_module: str, class_n
 # ------------------------------------------------------------------------------------------------- CIFAR
 
 
-def _cifar(name: str, layout: formats.CifarLayout, keras_module: str, class_names: list) -> Callable:
+CIFAR_ORIGIN = "https://www.cs.toronto.edu/~kriz/"  # where keras.datasets.cifar10/cifar100 download from
+
+
+def _download_cifar(name: str, layout: formats.CifarLayout, expected: str) -> Path:
+    """The CIFAR folder Keras' downloader left in its cache (the same file name keras.datasets uses, so either
+    one's download serves the other). Only the download is Keras': `keras.datasets.cifar10.load_data` would
+    read the batches with an unrestricted `pickle.load`, and a tampered cache would then run or crash; we read
+    them with the checked reader, like any `data_dir`."""
+    path = Path(_keras_load(name, expected, lambda: keras.utils.get_file(
+        fname=f"{layout.folder}-target", origin=CIFAR_ORIGIN + layout.archive, extract=True)))
+    for candidate in (path, path.parent):
+        location = formats.find_cifar(candidate, layout) if candidate.is_dir() else None
+        if location is not None:
+            return location
+    raise InvalidInputError(f"The {name} download in {path} does not hold {expected}. Delete {path} (and the "
+                            "archive beside it) to download it afresh, or pass data_dir= with the original files.")
+
+
+def _cifar(name: str, layout: formats.CifarLayout, class_names: list) -> Callable:
     expected = formats.cifar_expected_files(layout)
 
     def read(data_dir, seed, **_):
         if data_dir is None:
-            module = getattr(keras.datasets, keras_module)
-            (x_train, y_train), (x_test, y_test) = _keras_load(name, expected, module.load_data)
-            return RawData(x_train, y_train.reshape(-1), x_test, y_test.reshape(-1), class_names=list(class_names),
-                           files=[f"keras.datasets.{keras_module}"])
+            return formats.read_cifar(_download_cifar(name, layout, expected), layout)
         root = _require_dir(data_dir)
         location = formats.find_cifar(root, layout)
         if location is None:
@@ -247,10 +262,10 @@ def _read_folder(data_dir, seed, *, path, **options):
 SOURCES: dict[str, Source] = {
     "cifar10": Source(
         "CIFAR-10: 50k/10k 32x32x3 colour images, 10 classes (keras.datasets)",
-        _cifar("cifar10", formats.CIFAR10, "cifar10", CIFAR10_CLASSES), num_classes=10),
+        _cifar("cifar10", formats.CIFAR10, CIFAR10_CLASSES), num_classes=10),
     "cifar100": Source(
         "CIFAR-100: 50k/10k 32x32x3 colour images, 100 fine classes (keras.datasets)",
-        _cifar("cifar100", formats.CIFAR100, "cifar100", CIFAR100_CLASSES), num_classes=100),
+        _cifar("cifar100", formats.CIFAR100, CIFAR100_CLASSES), num_classes=100),
     "mnist": Source(
         "MNIST: 60k/10k 28x28x1 handwritten digits, 10 classes (keras.datasets)",
         _mnist_like("mnist", True, ("mnist",), "mnist", DIGIT_CLASSES), flip=False, num_classes=10),

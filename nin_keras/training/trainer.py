@@ -17,7 +17,7 @@ from tensorflow.python.framework import config as tf_framework_config  # (is_/di
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
                               check_int)
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import DatasetSplits, data_errors_as_input
 from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
@@ -208,7 +208,7 @@ def _fit(session: _Session, *, verbose, callbacks) -> RunCallbacks:
     progress = fit_progress(verbose, base=keras.callbacks.Callback, title=recipe_line(plan, session.adapted))
     inputs = session.inputs
     try:
-        with _op_determinism(s.deterministic):
+        with _op_determinism(s.deterministic), data_errors_as_input():  # a bad label further in a dataset
             train_model.fit(inputs.train, validation_data=inputs.validation, epochs=s.epochs,
                             initial_epoch=run.initial_epoch, steps_per_epoch=inputs.fit_steps,
                             validation_steps=inputs.validation_steps, callbacks=run.callbacks + progress.callbacks,

@@ -11,6 +11,7 @@ of the three forms into numpy.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -22,7 +23,7 @@ DEFAULT_BATCH_SIZE = 32
 ACCEPTED_FORMS = ("a DatasetSplits (nin_keras.load_dataset), an (images, labels) pair of arrays, or a "
                   "tf.data.Dataset of (images, labels), batched or not")
 NO_LABEL = -1  # the label of images given alone (only the layer adapters take them: they read images only)
-PIXELS_CHECKED = "checked: not 0..1 floats"  # info["pixel_range"] of data as_splits checked
+PIXELS_CHECKED = "checked: not 0..1 floats"  # DatasetSplits.pixel_range of data as_splits checked
 UNIT_RANGE_ALLOWED = "0..1 floats allowed (allow_unit_range=True)"
 
 
@@ -42,6 +43,10 @@ class DatasetSplits:
         preprocessor: the fitted `GCNZCA` when `preprocessing="gcn_zca"` was asked for (apply its
             `transform` to new uint8 images before giving them to the model, or copy it into a model's
             `GCNZCAWhitening` layer with `set_fitted`), else None.
+        pixel_range: how `as_splits` found the pixels: `PIXELS_CHECKED`, `UNIT_RANGE_ALLOWED`
+            (`allow_unit_range=True`), or None (not looked at yet).
+        content_digest: for data given as arrays, a hash of a fixed sample of its images and all its labels
+            (a resumed run compares it to tell the same data from other data of the same shape), else None.
     """
 
     name: str
@@ -53,6 +58,8 @@ class DatasetSplits:
     input_shape: tuple
     info: dict = dataclasses.field(default_factory=dict)
     preprocessor: object | None = dataclasses.field(default=None, repr=False, compare=False)
+    pixel_range: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    content_digest: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def split(self, which: str):
         """Returns the dataset of split `which` ("train", "validation" or "test")."""
@@ -118,7 +125,7 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
         images_only: also take images alone (an array, or a dataset of images), labelled `NO_LABEL`; for the
             layer adapters, which read images only. Defaults to False.
         allow_unit_range: take float images in 0..1 as they are (a model that really takes 0..1 inputs, or a
-            truly dark dataset). The returned `DatasetSplits` records it (`info["pixel_range"]`), so every
+            truly dark dataset). The returned `DatasetSplits` records it (its `pixel_range`), so every
             entry it is then given (train, export, evaluate, quantize_aware) takes it too. Defaults to False.
 
     Returns:
@@ -149,11 +156,12 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
         kind = f"a {type(data).__name__}" + (f" of {len(data)} items" if isinstance(data, (tuple, list)) else "")
         alone = " (or images alone)" if images_only else ""
         raise InvalidInputError(f"Expected {ACCEPTED_FORMS}{alone}; received {kind}.")
-    info["pixel_range"] = UNIT_RANGE_ALLOWED if allow_unit_range else PIXELS_CHECKED
+    digest = info.pop("content_digest", None)
     shape = tuple(None if d is None else int(d) for d in dataset.element_spec[0].shape[1:])
     return DatasetSplits(name=name, **{which: dataset if which == split else None for which in SPLITS},
                          num_classes=one_hot or (None if num_classes is None else int(num_classes)),
-                         class_names=[], input_shape=shape, info=info)
+                         class_names=[], input_shape=shape, info=info, content_digest=digest,
+                         pixel_range=UNIT_RANGE_ALLOWED if allow_unit_range else PIXELS_CHECKED)
 
 
 def _with_batched_splits(splits: DatasetSplits, batch_size: int) -> DatasetSplits:
@@ -203,9 +211,9 @@ def check_pixel_range(images, *, what: str = "The images", split: str = "train")
 
 def _checked_range(splits: DatasetSplits, allow_unit_range: bool) -> DatasetSplits:
     """`splits` with its float splits checked for 0..1 pixels (by their first batch), once: the result records
-    it in `info["pixel_range"]`. Splits `load_dataset` made (it records their dtype) are not read."""
+    it in `pixel_range`. Splits `load_dataset` made (it records their dtype) are not read."""
     info = splits.info or {}
-    if info.get("pixel_range") in (PIXELS_CHECKED, UNIT_RANGE_ALLOWED) or "dtype" in info:
+    if splits.pixel_range is not None or "dtype" in info:
         return splits
     if not allow_unit_range:
         for which in SPLITS:
@@ -213,8 +221,7 @@ def _checked_range(splits: DatasetSplits, allow_unit_range: bool) -> DatasetSpli
             if dataset is not None and _float_images(dataset.element_spec):
                 images, _ = _first_batch(dataset)
                 check_pixel_range(images, what=f"The images of the {which} split of {splits.name!r}", split=which)
-    return dataclasses.replace(
-        splits, info={**info, "pixel_range": UNIT_RANGE_ALLOWED if allow_unit_range else PIXELS_CHECKED})
+    return dataclasses.replace(splits, pixel_range=UNIT_RANGE_ALLOWED if allow_unit_range else PIXELS_CHECKED)
 
 
 def _float_images(spec) -> bool:
@@ -258,8 +265,19 @@ def _from_arrays(images, labels, batch_size: int, rules: _Rules):
         if len(labels) != len(images):
             raise InvalidInputError(f"The data has {len(images)} images but {len(labels)} labels.")
         info["label_range"] = [int(labels.min()), int(labels.max())]
+        info["content_digest"] = _content_digest(images, labels)  # moved to DatasetSplits.content_digest
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE), info, one_hot
+
+
+def _content_digest(images, labels) -> str:
+    """A hash of 64 evenly spaced images (as float32, so uint8 and float copies of the same pixels agree) and of
+    all labels: cheap, and different for other data of the same shape."""
+    picks = np.unique(np.linspace(0, len(images) - 1, num=min(len(images), 64)).astype(np.int64))
+    digest = hashlib.sha256(repr(tuple(images.shape)).encode())
+    digest.update(np.ascontiguousarray(images[picks], dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int32).tobytes())
+    return digest.hexdigest()[:32]
 
 
 def _class_ids(labels, num_classes: int | None = None):

@@ -2,6 +2,7 @@
 taken for logits, and a resumed run given other data, another batch size or a damaged record."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -150,8 +151,10 @@ def test_a_logits_model_trains_with_a_sane_loss(tmp_path):
     import nin_keras
 
     images, labels = _data()
-    result = nin_keras.train(_tiny_model(None), (images, labels), epochs=1, out_dir=tmp_path / "run", verbose=0,
-                             evaluate_test=False, batch_size=16)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Rescaling", category=UserWarning)  # it rescales: no warning
+        result = nin_keras.train(_tiny_model(None), (images, labels), epochs=1, out_dir=tmp_path / "run",
+                                 verbose=0, evaluate_test=False, batch_size=16)
     assert 0 < result.history["loss"][0] < 5, "ln(10) is 2.3 at chance; a loss of hundreds means the wrong kind"
 
 
@@ -229,3 +232,15 @@ def test_cli_resume_with_another_batch_size_is_one_line(tmp_path, capsys):
     assert main(base + ["--epochs", "2", "--batch-size", "64", "--resume-changed-data"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["data_fingerprint"]["batch_size"] == 64 and config["sessions"][-1]["data_changed"]
+
+
+def test_a_logits_model_that_does_not_scale_raw_pixels_is_warned_about():
+    import keras
+
+    from nin_keras.training.setup import outputs_are_probabilities
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(SHAPE)
+    unscaled = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    with pytest.warns(UserWarning, match=r"Rescaling\(1 / 255\)"):
+        assert outputs_are_probabilities(unscaled) is False

@@ -141,7 +141,7 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
     batch_size = check_int("batch_size", DEFAULT_BATCH_SIZE if batch_size is None else batch_size, minimum=1)
     allow_unit_range = check_bool("allow_unit_range", allow_unit_range)
     if isinstance(data, DatasetSplits):
-        return _checked_range(_with_batched_splits(data, batch_size), allow_unit_range)
+        return _checked_range(_with_batched_splits(data, batch_size, allow_unit_range), allow_unit_range)
     if split not in SPLITS:
         raise InvalidInputError(f"Unknown split {split!r}. Allowed: {', '.join(map(repr, SPLITS))}.")
     num_classes = check_int("num_classes", num_classes, minimum=1, allow_none=True)
@@ -164,7 +164,7 @@ def as_splits(data, *, split: str = "train", batch_size: int | None = None, num_
                          pixel_range=UNIT_RANGE_ALLOWED if allow_unit_range else PIXELS_CHECKED)
 
 
-def _with_batched_splits(splits: DatasetSplits, batch_size: int) -> DatasetSplits:
+def _with_batched_splits(splits: DatasetSplits, batch_size: int, allow_unit_range: bool) -> DatasetSplits:
     """`splits` itself when every split is a dataset of batches (or None), else a copy with the others adapted."""
     changed = {}
     for which in SPLITS:
@@ -172,7 +172,9 @@ def _with_batched_splits(splits: DatasetSplits, batch_size: int) -> DatasetSplit
         spec = getattr(value, "element_spec", None)
         if value is None or (isinstance(spec, tuple) and len(spec) == 2 and len(spec[0].shape) == 4):
             continue
-        changed[which] = as_splits(value, split=which, batch_size=batch_size).split(which)
+        changed[which] = as_splits(value, split=which, batch_size=batch_size, num_classes=splits.num_classes,
+                                   allow_unit_range=allow_unit_range or splits.pixel_range == UNIT_RANGE_ALLOWED
+                                   ).split(which)
     return dataclasses.replace(splits, **changed) if changed else splits
 
 

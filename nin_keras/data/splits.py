@@ -214,15 +214,14 @@ def check_pixel_range(images, *, what: str = "The images", split: str = "train")
 def _checked_range(splits: DatasetSplits, allow_unit_range: bool) -> DatasetSplits:
     """`splits` with its float splits checked for 0..1 pixels (by their first batch), once: the result records
     it in `pixel_range`. Splits `load_dataset` made (it records their dtype) are not read."""
-    info = splits.info or {}
-    if splits.pixel_range is not None or "dtype" in info:
-        return splits
+    floats = [which for which in SPLITS
+              if getattr(splits, which) is not None and _float_images(getattr(splits, which).element_spec)]
+    if splits.pixel_range is not None or "dtype" in (splits.info or {}) or not floats:
+        return splits  # integer pixels are never 0..1 floats: nothing to read
     if not allow_unit_range:
-        for which in SPLITS:
-            dataset = getattr(splits, which)
-            if dataset is not None and _float_images(dataset.element_spec):
-                images, _ = _first_batch(dataset)
-                check_pixel_range(images, what=f"The images of the {which} split of {splits.name!r}", split=which)
+        for which in floats:
+            images, _ = _first_batch(getattr(splits, which))
+            check_pixel_range(images, what=f"The images of the {which} split of {splits.name!r}", split=which)
     return dataclasses.replace(splits, pixel_range=UNIT_RANGE_ALLOWED if allow_unit_range else PIXELS_CHECKED)
 
 
@@ -321,16 +320,21 @@ def _check_one_hot_rows(rows) -> None:
 
 
 def _check_id_range(ids, num_classes: int | None) -> None:
-    """Refuses negative class ids, and ids >= `num_classes` when it is known."""
+    """Refuses negative class ids (InvalidInputError), and ids >= `num_classes` when it is known (the model's,
+    as `check_labels_fit` words it: IncompatibleModelError)."""
     ids = np.asarray(ids)
     if ids.size == 0:
         return
     low, high = ids.min(), ids.max()
-    if low < 0 or (num_classes is not None and high >= num_classes):
-        allowed = "0 or more" if num_classes is None else f"0..{num_classes - 1}"
+    if low < 0:
         raise InvalidInputError(
-            f"Labels must be class ids {allowed}; they run from {low} to {high}. Map the labels to 0..classes-1 "
-            "(np.unique(labels, return_inverse=True)[1] does it), or use a model built for that many classes."
+            f"Labels must be class ids 0 or more; they run from {low} to {high}. Map the labels to 0..classes-1 "
+            "(np.unique(labels, return_inverse=True)[1] does it)."
+        )
+    if num_classes is not None and high >= num_classes:
+        raise IncompatibleModelError(
+            f"The labels run from {low} to {high} but there are {num_classes} classes (ids 0..{num_classes - 1}). "
+            f"Use data with {num_classes} classes, or a model built with num_classes={int(high) + 1}."
         )
 
 
@@ -371,7 +375,7 @@ def _from_dataset(dataset, batch_size: int, images_only: bool, rules: _Rules):
     if first is not None:  # the same checks as arrays get, on the first batch: an error before any work
         _class_ids(first if one_hot or np.ndim(first) != 2 else np.reshape(first, -1), width or rules.num_classes)
     limit = width or rules.num_classes
-    dataset = dataset.map(lambda x, y: (x, _checked_ids(tf, y, one_hot, limit)))
+    dataset = dataset.map(lambda x, y: (x, _checked_ids(tf, y, one_hot, limit)), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset, info, width
 
 
@@ -424,7 +428,7 @@ class _DataErrorsAsInput:
     def __exit__(self, kind, error, traceback):
         if error is None or LABEL_ERROR_MARK not in str(error):
             return False
-        import tensorflow as tf  # lazy, as above
+        import tensorflow as tf  # lazy: DatasetSplits stays TensorFlow-free, as above
 
         if not isinstance(error, tf.errors.OpError):
             return False

@@ -172,7 +172,7 @@ def _with_batched_splits(splits: DatasetSplits, batch_size: int, allow_unit_rang
         spec = getattr(value, "element_spec", None)
         if value is None or (isinstance(spec, tuple) and len(spec) == 2 and len(spec[0].shape) == 4):
             continue
-        changed[which] = as_splits(value, split=which, batch_size=batch_size, num_classes=splits.num_classes,
+        changed[which] = as_splits(value, split=which, batch_size=batch_size,
                                    allow_unit_range=allow_unit_range or splits.pixel_range == UNIT_RANGE_ALLOWED
                                    ).split(which)
     return dataclasses.replace(splits, **changed) if changed else splits
@@ -231,11 +231,18 @@ def _float_images(spec) -> bool:
 
 
 def _first_batch(dataset):
-    """(images, labels or None) of `dataset`'s first element as numpy, read through a fresh iterator."""
-    for element in dataset.take(1).as_numpy_iterator():
-        if isinstance(element, tuple):
-            return element[0], element[1]
-        return element, None
+    """(images, labels or None) of `dataset`'s first element as numpy, read through a fresh iterator.
+
+    One element of a cached pipeline leaves its cache part-read, and TensorFlow logs a C++ warning for it:
+    silenced, so the CLI's output stays one line.
+    """
+    from nin_keras.process_state import silenced_native_stderr  # lazy: only datasets are read here
+
+    with silenced_native_stderr():
+        for element in dataset.take(1).as_numpy_iterator():
+            if isinstance(element, tuple):
+                return element[0], element[1]
+            return element, None
     return None, None
 
 

@@ -37,6 +37,7 @@ import keras
 from nin_keras._atomic import write_json
 from nin_keras.errors import InvalidInputError, MissingFileError, NotAFolderError, OutputExistsError, one_line
 from nin_keras.machine import machine_facts
+from nin_keras.process_state import silenced_native_stderr
 from nin_keras.training.callbacks import read_backup_metadata
 from nin_keras.training.strategy import StrategyChoice
 
@@ -93,10 +94,11 @@ def _first_test_batch_digest(inputs) -> str | None:
     if inputs.test is None or "dtype" not in (inputs.info or {}):
         return None
     digest = hashlib.sha256()
-    for images, labels in inputs.test.take(1).as_numpy_iterator():
-        digest.update(repr(images.shape).encode())
-        digest.update(images.tobytes())
-        digest.update(labels.tobytes())
+    with silenced_native_stderr():  # one batch of a cached pipeline: TensorFlow logs a C++ warning
+        for images, labels in inputs.test.take(1).as_numpy_iterator():
+            digest.update(repr(images.shape).encode())
+            digest.update(images.tobytes())
+            digest.update(labels.tobytes())
     return digest.hexdigest()[:32]
 
 
@@ -106,9 +108,9 @@ def fingerprint_changes(before: dict, now: dict) -> list[str]:
     changes = []
     for key, label in FINGERPRINT_FIELDS.items():
         old, new = before.get(key), now.get(key)
-        if old is not None and old != new:
-            shown = ("differs", "") if key == "content" else (json.dumps(old), json.dumps(new))
-            changes.append(f"{label} {shown[0]}" if key == "content" else f"{label} {shown[0]} -> {shown[1]}")
+        if old is not None and old != new:  # a hash is no use to read: say only that it differs
+            shown = "differs" if key == "content" else f"{json.dumps(old)} -> {json.dumps(new)}"
+            changes.append(f"{label} {shown}")
     return changes
 
 

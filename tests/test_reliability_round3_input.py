@@ -223,12 +223,13 @@ def test_cli_resume_with_another_batch_size_is_one_line(tmp_path, capsys):
 
     run = tmp_path / "run"
     base = ["train", "--dataset", "digits", "--variant", "mnist", "--width", "0.1", "--no-tensorboard",
-            "--steps-per-epoch", "2", "--recipe", "adam", "--out", str(run)]
+            "--steps-per-epoch", "2", "--validation-split", "0", "--recipe", "adam", "--out", str(run)]
     assert main(base + ["--epochs", "1", "--batch-size", "32"]) == 0
     capsys.readouterr()
     assert main(base + ["--epochs", "2", "--batch-size", "64", "--resume"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "batch size 32 -> 64" in lines[0] and "--resume-changed-data" in lines[0], lines
+    assert "content" not in lines[0], "the same dataset: only the batch size changed"
     assert main(base + ["--epochs", "2", "--batch-size", "64", "--resume-changed-data"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["data_fingerprint"]["batch_size"] == 64 and config["sessions"][-1]["data_changed"]

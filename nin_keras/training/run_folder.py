@@ -64,20 +64,25 @@ FINGERPRINT_FIELDS = {  # data_fingerprint key -> what it is, in messages
 }
 
 
+FINGERPRINT_IMAGES = 64  # test images a load_dataset fingerprint hashes
+
+
 def data_fingerprint(inputs, batch_size: int | None) -> dict:
     """What a resumed run must find unchanged of its data (`inputs`, a `DatasetSplits`) and batch size.
 
     The content hash is the arrays' (`DatasetSplits.content_digest`) or, for a `load_dataset` dataset, a hash
-    of its test split's first batch (never shuffled); a bare tf.data dataset, whose order may be random, is
+    of its test split's first 64 images (never shuffled); a bare tf.data dataset, whose order may be random, is
     known by its shape, class count and length only (None).
     """
     info = inputs.info or {}
-    batches = inputs.train.cardinality() if inputs.train is not None else None
-    batches = int(batches) if batches is not None and int(batches) >= 0 else None
+    sizes = info.get("sizes") or ({"train": info["size"]} if "size" in info else None)
+    batches = None  # the length of a dataset known by no size (it changes with the batch size otherwise)
+    if sizes is None and inputs.train is not None and int(inputs.train.cardinality()) >= 0:
+        batches = int(inputs.train.cardinality())
     fingerprint = {
         "dataset": inputs.name,
         "source": info.get("source"),
-        "sizes": info.get("sizes") or ({"train": info["size"]} if "size" in info else None),
+        "sizes": sizes,
         "split": ({"validation_split": info.get("validation_split"), "seed": info.get("seed")}
                   if "validation_split" in info else None),
         "num_classes": inputs.num_classes,
@@ -90,15 +95,16 @@ def data_fingerprint(inputs, batch_size: int | None) -> dict:
 
 
 def _first_test_batch_digest(inputs) -> str | None:
-    """A hash of the first batch of a `load_dataset` test split (unshuffled, so the same on every call)."""
+    """A hash of the first images of a `load_dataset` test split (unshuffled, so the same on every call)."""
     if inputs.test is None or "dtype" not in (inputs.info or {}):
         return None
     digest = hashlib.sha256()
-    with silenced_native_stderr():  # one batch of a cached pipeline: TensorFlow logs a C++ warning
-        for images, labels in inputs.test.take(1).as_numpy_iterator():
-            digest.update(repr(images.shape).encode())
-            digest.update(images.tobytes())
-            digest.update(labels.tobytes())
+    with silenced_native_stderr():  # part of a cached pipeline: TensorFlow logs a C++ warning
+        # the first images one by one, so the hash does not depend on the batch size (compared on its own)
+        for image, label in inputs.test.unbatch().take(FINGERPRINT_IMAGES).as_numpy_iterator():
+            digest.update(repr(image.shape).encode())
+            digest.update(image.tobytes())
+            digest.update(label.tobytes())
     return digest.hexdigest()[:32]
 
 

@@ -17,6 +17,7 @@ from nin_keras.cli import CLIError
 # Python argument -> the flag that sets it. Library messages name arguments ("pass overwrite=True",
 # "epochs=3"); `as_flags` rewrites them for the command line ("pass --overwrite", "--epochs 3").
 FLAGS = {
+    "allow_changed_data": "--resume-changed-data",
     "batch_size": "--batch-size", "data": "--dataset", "data_dir": "--data-dir", "dropout": "--dropout",
     "epochs": "--epochs", "float_layers": "--qat-float-layers", "label_smoothing": "--label-smoothing",
     "learning_rate": "--lr", "momentum": "--momentum", "name": "--name", "on_bad_image": "--on-bad-image",

@@ -76,6 +76,9 @@ def register(subparsers) -> None:
     again.add_argument("--resume", action="store_true",
                        help="continue the run in the folder from its last completed epoch")
     again.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    again.add_argument("--resume-changed-data", action="store_true",
+                       help="like --resume, and continue even though the dataset or batch size differ from the "
+                            "run's record in config.json (the change is recorded)")
     parser.set_defaults(handler=train_command)
 
 
@@ -113,7 +116,8 @@ def train_command(args) -> int:
         result = train(
             model, data, epochs=args.epochs, recipe=recipe, warmup_epochs=args.warmup_epochs,
             augment=False if args.no_augment else "auto",
-            dropout="auto" if args.dropout is None else args.dropout, out_dir=args.out, name=name, resume=args.resume,
+            dropout="auto" if args.dropout is None else args.dropout, out_dir=args.out, name=name,
+            resume=args.resume or args.resume_changed_data, allow_changed_data=args.resume_changed_data,
             overwrite=args.overwrite, precision=args.precision, strategy=strategy, seed=args.seed,
             deterministic=args.deterministic, early_stopping=args.early_stopping,
             tensorboard=False if args.no_tensorboard else "auto", jit_compile=True if args.jit_compile else "auto",

@@ -77,8 +77,9 @@ def check_data_fits(model, data) -> None:
     Args:
         model: an image classifier ((batch, H, W, C) -> (batch, classes)), Keras 3 or tf_keras.
         data: any form `nin_keras.data.as_splits` takes: a `DatasetSplits` (shape and class count must match),
-            a `tf.data.Dataset` of (images, labels) (shape only, and one-hot width: reading labels would cost a
-            pass) or an `(images, labels)` pair (shape, and every label a class id of the model).
+            a `tf.data.Dataset` of (images, labels) (shape, one-hot width, and its first batch: reading all
+            labels would cost a pass) or an `(images, labels)` pair (shape, and every label a class id of the
+            model). `as_splits` refuses 0..1 float pixels and labels that are not class ids first.
 
     Raises:
         IncompatibleModelError: the shapes or classes differ; the message names both and the fix.

@@ -24,12 +24,13 @@ import numpy as np
 import tensorflow as tf
 
 from nin_keras.checks import check_float, check_int
-from nin_keras.data.splits import as_splits
+from nin_keras.data.splits import as_splits, data_errors_as_input
 from nin_keras.display import ProgressDisplay, fit_progress
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
-from nin_keras.models.signature import check_data_fits, check_image_classifier, outputs_probabilities
+from nin_keras.models.signature import check_data_fits, check_image_classifier
 from nin_keras.process_state import LEGACY_KERAS_VAR, preserve_legacy_keras_flag
 from nin_keras.quantization.twin import to_tf_keras
+from nin_keras.training.setup import outputs_are_probabilities
 
 DEFAULT_LEARNING_RATE = 1e-4
 # Layers kept in float in front of the quantized body (tfmot's default scheme has no config for them).
@@ -140,7 +141,7 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
         qat_model = _quantize_twin(twin, plan, tfmot, tf_keras)
         history = {}
         if epochs > 0:
-            probabilities = outputs_probabilities(model)
+            probabilities = outputs_are_probabilities(model)
             loss_class = (tf_keras.losses.CategoricalCrossentropy if one_hot
                           else tf_keras.losses.SparseCategoricalCrossentropy)
             qat_model.compile(
@@ -153,7 +154,8 @@ def quantize_aware(model, data, *, epochs: int = 1, learning_rate: float = DEFAU
                                    base=tf_keras.callbacks.Callback,
                                    display=progress if isinstance(progress, ProgressDisplay) else None)
             try:
-                fit = qat_model.fit(fit_data, epochs=epochs, verbose=0, callbacks=display.callbacks)
+                with data_errors_as_input():  # a bad label further in a dataset: the package's error
+                    fit = qat_model.fit(fit_data, epochs=epochs, verbose=0, callbacks=display.callbacks)
             finally:
                 display.close()
             history = {key: [float(v) for v in values] for key, values in fit.history.items()}

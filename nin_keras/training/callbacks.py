@@ -119,6 +119,11 @@ class RunBackup(keras.callbacks.Callback):
             self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be loaded
         try:
             self.model.load_weights(str(weights))
+        except (OSError, RuntimeError) as error:  # h5py on a truncated or damaged file
+            raise InvalidInputError(
+                f"The backup {weights} is damaged and cannot be read ({one_line(error, 200)}); the run cannot be "
+                "resumed from it. Start over with overwrite=True (model.keras holds the best model so far)."
+            ) from None
         except (ValueError, KeyError) as error:
             detail = one_line(error, 300)
             raise InvalidInputError(

@@ -17,7 +17,7 @@ from tensorflow.python.framework import config as tf_framework_config  # (is_/di
 
 from nin_keras.checks import (MAX_BATCH_SIZE, MAX_COUNT, MAX_EPOCHS, MAX_TRAINING_STEPS, check_bool, check_choice,
                               check_int)
-from nin_keras.data.splits import DatasetSplits
+from nin_keras.data.splits import DatasetSplits, data_errors_as_input
 from nin_keras.display import VERBOSITY, fit_progress
 from nin_keras.errors import InvalidInputError, NinKerasError
 from nin_keras.formatting import safe_name
@@ -29,7 +29,7 @@ from nin_keras.training.inputs import batch_size_of, count_steps, for_fit, train
 from nin_keras.training.precision import PrecisionChoice, choose_precision, clone_with_policy
 from nin_keras.training.recipes import (DEFAULT_RECIPE, Adapted, Recipe, RecipePlan, adapt_recipe, plan_recipe,
                                         recipe_line, recipe_note)
-from nin_keras.training.run_folder import RunFolder
+from nin_keras.training.run_folder import RunFolder, data_fingerprint
 from nin_keras.training.setup import compile_for_training
 from nin_keras.training.strategy import STRATEGIES, StrategyChoice, patch_for_multiworker
 from nin_keras.training.summary import how_it_ended, load_saved_model, plot_curves, score_on_test
@@ -95,6 +95,7 @@ class RunSettings:
     name: str | None = None
     resume: bool = False
     overwrite: bool = False
+    allow_changed_data: bool = False
     seed: int | None = None
     deterministic: bool = False
     monitor: str | None = None
@@ -116,6 +117,8 @@ def _checked(settings: RunSettings) -> RunSettings:
     resume, overwrite = check_bool("resume", s.resume), check_bool("overwrite", s.overwrite)
     if resume and overwrite:
         raise InvalidInputError("Pass either resume=True (continue the run) or overwrite=True (start over), not both.")
+    if check_bool("allow_changed_data", s.allow_changed_data) and not resume:
+        raise InvalidInputError("allow_changed_data=True only applies to a resumed run: pass resume=True too.")
     return dataclasses.replace(
         s, resume=resume, overwrite=overwrite, epochs=check_int("epochs", s.epochs, minimum=1, maximum=MAX_EPOCHS),
         batch_size=check_int("batch_size", s.batch_size, minimum=1, maximum=MAX_BATCH_SIZE),
@@ -208,7 +211,7 @@ def _fit(session: _Session, *, verbose, callbacks) -> RunCallbacks:
     progress = fit_progress(verbose, base=keras.callbacks.Callback, title=recipe_line(plan, session.adapted))
     inputs = session.inputs
     try:
-        with _op_determinism(s.deterministic):
+        with _op_determinism(s.deterministic), data_errors_as_input():  # a bad label further in a dataset
             train_model.fit(inputs.train, validation_data=inputs.validation, epochs=s.epochs,
                             initial_epoch=run.initial_epoch, steps_per_epoch=inputs.fit_steps,
                             validation_steps=inputs.validation_steps, callbacks=run.callbacks + progress.callbacks,
@@ -241,7 +244,8 @@ def _result(session: _Session, run: RunCallbacks) -> TrainingResult:
 
 def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, warmup_epochs: float | None = None,
           augment="auto", dropout="auto", out_dir=None, name: str | None = None, resume: bool = False,
-          overwrite: bool = False, precision: str = "auto", strategy="auto", seed: int | None = None,
+          overwrite: bool = False, allow_changed_data: bool = False, precision: str = "auto", strategy="auto",
+          seed: int | None = None,
           deterministic: bool = False, monitor: str | None = None, early_stopping: int | None = None,
           tensorboard="auto", jit_compile="auto", steps_per_epoch: int | None = None, batch_size: int = 128,
           evaluate_test: bool = True, verbose="auto", callbacks=None) -> TrainingResult:
@@ -276,9 +280,13 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
             nothing either way.
         out_dir: the run folder. Defaults to `runs/<name>`.
         name: run name for the default folder. Defaults to "<model name>-<dataset name>".
-        resume: continue the interrupted (or finished) run in `out_dir` from its last completed epoch.
+        resume: continue the interrupted (or finished) run in `out_dir` from its last completed epoch, on the
+            same data and batch size: config.json records them (`data_fingerprint`: dataset, source, split
+            sizes, classes, image shape, batch size, a hash of a fixed sample), and other data is refused.
         overwrite: replace an existing run folder. Without `resume` or `overwrite` an existing non-empty folder
             raises FileExistsError (nothing is ever overwritten silently).
+        allow_changed_data: with `resume`, continue even though the data or batch size differ from the run's
+            record (the change is recorded in the session). Defaults to False.
         precision: "auto", "float32", "mixed_bfloat16" or "mixed_float16" (see `choose_precision`).
         strategy: "auto", "one", "mirrored", "multiworker" (see `get_strategy`), or a `StrategyChoice` /
             `tf.distribute.Strategy` you created. On JAX, "auto" and "mirrored" train with
@@ -314,7 +322,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
     # ---- arguments, all checked before any slow work
     settings = _checked(RunSettings(
         epochs=epochs, warmup_epochs=warmup_epochs, augment=augment, dropout=dropout, out_dir=out_dir, name=name,
-        resume=resume, overwrite=overwrite, seed=seed, deterministic=deterministic, monitor=monitor,
+        resume=resume, overwrite=overwrite, allow_changed_data=allow_changed_data, seed=seed,
+        deterministic=deterministic, monitor=monitor,
         early_stopping=early_stopping, tensorboard=tensorboard, jit_compile=jit_compile,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, evaluate_test=evaluate_test))
     check_choice("verbose", verbose, VERBOSITY)
@@ -330,6 +339,7 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
     # ---- data, strategy (a MultiWorkerMirroredStrategy may exist already: it must precede any TF op), folder
     inputs = training_splits(data, model, batch_size=settings.batch_size)  # arrays are batched with it
     plan = _plan(adapted.recipe, inputs, settings)
+    fingerprint = data_fingerprint(inputs, plan.batch_size)  # what a resumed run must find unchanged
     strategy_choice = training_strategy(strategy)  # tf.distribute on TensorFlow, Keras' DataParallel on JAX
     check_global_batch(plan.batch_size, strategy_choice)
     inputs = for_fit(inputs, steps_per_epoch=settings.steps_per_epoch, num_workers=strategy_choice.num_workers,
@@ -348,7 +358,8 @@ def train(model, data, *, epochs: int, recipe: str | Recipe = DEFAULT_RECIPE, wa
     session = _Session(model, inputs, settings, adapted, plan, precision_choice, strategy_choice, batch_norm, folder)
 
     # ---- fit, then the saved model, curves and record; a failure puts back what the folder held
-    folder.prepare(resume=settings.resume, overwrite=settings.overwrite, epochs=settings.epochs)
+    folder.prepare(resume=settings.resume, overwrite=settings.overwrite, epochs=settings.epochs,
+                   fingerprint=fingerprint, allow_changed_data=settings.allow_changed_data)
     try:
         with distribution_scope(strategy_choice):  # JAX: the model is cloned, compiled and fit under it
             run = _fit(session, verbose=verbose, callbacks=callbacks)

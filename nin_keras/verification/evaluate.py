@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from nin_keras.checks import check_int
-from nin_keras.data.splits import as_splits
+from nin_keras.data.splits import as_splits, data_errors_as_input
 from nin_keras.display import progress_to
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.models.signature import check_labels_fit
@@ -105,16 +105,17 @@ class EvalData:
 
     def __iter__(self):
         seen = 0
-        for images, labels in self._dataset.as_numpy_iterator():
-            labels = _labels(labels)
-            if self.limit is not None:
-                images, labels = images[:self.limit - seen], labels[:self.limit - seen]
-            if len(labels) == 0:
-                break
-            seen += len(labels)
-            yield images, labels
-            if self.limit is not None and seen >= self.limit:
-                break
+        with data_errors_as_input():  # a bad label further in the dataset: the package's error, not TensorFlow's
+            for images, labels in self._dataset.as_numpy_iterator():
+                labels = _labels(labels)
+                if self.limit is not None:
+                    images, labels = images[:self.limit - seen], labels[:self.limit - seen]
+                if len(labels) == 0:
+                    break
+                seen += len(labels)
+                yield images, labels
+                if self.limit is not None and seen >= self.limit:
+                    break
 
     def check(self, runner) -> None:
         """Raises IncompatibleModelError when the images' shape or the class count does not fit `runner`."""

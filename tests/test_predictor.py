@@ -90,3 +90,21 @@ def test_eight_threads_give_the_single_thread_results_exactly(digits_artifacts, 
     for per_thread in results.values():
         for i in range(100):
             np.testing.assert_array_equal(per_thread[i], expected[i])
+
+
+def test_images_scaled_to_0_1_are_refused_unless_allowed(digits_artifacts, images):
+    """0..1 floats run and give confident wrong answers (the models take raw 0..255 pixels): refused by
+    default, named with the fix; allow_unit_range=True takes them as given."""
+    from nin_keras import Predictor
+    from nin_keras.errors import InvalidInputError
+
+    unit = images[:4].astype(np.float32) / 255.0
+    predictor = Predictor(digits_artifacts / "model_float32.tflite")
+    with pytest.raises(InvalidInputError, match=r"0\.\.1.*multiply the images by 255.*allow_unit_range=True"):
+        predictor.predict(unit)
+    with pytest.raises(InvalidInputError, match=r"0\.\.1"):
+        predictor.top_k(unit[0])
+    np.testing.assert_allclose(predictor.predict(unit * 255.0), predictor.predict(images[:4]), rtol=1e-5, atol=1e-6)
+    permissive = Predictor(digits_artifacts / "model_float32.tflite", allow_unit_range=True)
+    assert permissive.predict(unit).shape == (4, NUM_CLASSES)
+    assert predictor.predict(np.zeros_like(unit)).shape == (4, NUM_CLASSES)  # black images say nothing of range

@@ -188,15 +188,18 @@ class _Rules:
     allow_unit_range: bool
 
 
-def _unit_range_fix(split: str) -> str:
+def _unit_range_fix(split: str, opt_out: str | None = None) -> str:
+    opt_out = opt_out or f"pass the data as nin_keras.data.as_splits(data, split={split!r}, allow_unit_range=True)"
     return (f"The models take raw pixels 0..255: multiply the images by 255 (images * 255, or a "
             f"Rescaling(255) map on a dataset), or give uint8 pixels. If 0..1 really is what the model takes (or "
-            f"the images really are this dark), pass the data as nin_keras.data.as_splits(data, split={split!r}, "
-            "allow_unit_range=True).")
+            f"the images really are this dark), {opt_out}.")
 
 
-def check_pixel_range(images, *, what: str = "The images", split: str = "train") -> None:
-    """Raises InvalidInputError when float `images` all lie in 0..1 and are not constant (see `as_splits`)."""
+def check_pixel_range(images, *, what: str = "The images", split: str = "train", opt_out: str | None = None) -> None:
+    """Raises InvalidInputError when float `images` all lie in 0..1 and are not constant (see `as_splits`).
+
+    `opt_out` names the caller's own way to take such images (default: `as_splits(..., allow_unit_range=True)`).
+    """
     images = np.asarray(images)
     if images.dtype.kind != "f" or images.size == 0:
         return
@@ -207,7 +210,7 @@ def check_pixel_range(images, *, what: str = "The images", split: str = "train")
     if low >= 0.0 and high > low:  # all zeros (or any constant) says nothing about the range
         raise InvalidInputError(
             f"{what} are floats from {low:.3g} to {high:.3g}: pixels scaled to 0..1, as many Keras tutorials "
-            f"do. {_unit_range_fix(split)}"
+            f"do. {_unit_range_fix(split, opt_out)}"
         )
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nin_keras.checks import check_int
+from nin_keras.checks import check_bool, check_int
+from nin_keras.data.splits import check_pixel_range
 from nin_keras.errors import IncompatibleModelError
 from nin_keras.export_layout import LABELS_FILE, read_labels
 from nin_keras.verification.artifacts import DEFAULT_CHUNK, load_artifact
@@ -31,10 +32,15 @@ class Predictor:
             there is one, else None.
         num_threads: TFLite interpreter threads per interpreter. Defaults to 1 (threads are the callers').
         batch_size: the most images per artifact call; larger inputs are split. Defaults to 64.
+        allow_unit_range: take float images whose pixels all lie in 0..1. By default they are refused: the
+            models take raw 0..255 pixels, and 0..1 images (a common Keras-tutorial habit) would be classified
+            confidently and wrongly. Defaults to False.
     """
 
-    def __init__(self, artifact, *, class_names=None, num_threads: int | None = 1, batch_size: int = DEFAULT_CHUNK):
+    def __init__(self, artifact, *, class_names=None, num_threads: int | None = 1, batch_size: int = DEFAULT_CHUNK,
+                 allow_unit_range: bool = False):
         batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.allow_unit_range = check_bool("allow_unit_range", allow_unit_range)
         self._runner = load_artifact(artifact, num_threads=num_threads)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -87,6 +93,9 @@ class Predictor:
         take HW / NHW arrays.
         """
         batch, single = self._as_batch(images)
+        if not self.allow_unit_range:
+            check_pixel_range(batch, what="The images given to the predictor",
+                              opt_out="create the predictor with Predictor(..., allow_unit_range=True)")
         runner = self._thread_runner()
         if runner.thread_safe:
             with self._lock:

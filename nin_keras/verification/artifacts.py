@@ -34,6 +34,7 @@ from ai_edge_litert.interpreter import Interpreter
 from nin_keras._atomic import folder_size
 from nin_keras.errors import (IncompatibleModelError, InvalidInputError, MissingDependencyError, MissingFileError,
                               one_line)
+from nin_keras.exporting.tflite_guard import check_tflite
 from nin_keras.models import check_image_classifier, check_pixels, load_model
 from nin_keras.process_state import silenced_native_stderr
 
@@ -364,6 +365,9 @@ class TFLiteRunner(Runner):
                 f"{path} is not a TFLite model: it lacks the TFL3 flatbuffer identifier ({len(content)} bytes; "
                 "random bytes, a truncated download, or another format?)."
             )
+        # Structure checked, and a file from elsewhere run once in a child process: a crafted file that would
+        # crash LiteRT is refused here instead of killing this process.
+        check_tflite(content, str(path), num_threads=num_threads)
         self._content = content
         self._interpreter = _make_interpreter(path, content, num_threads)
         interpreter = self._interpreter
@@ -421,9 +425,20 @@ class TFLiteRunner(Runner):
 
     def _resize(self, batch_size: int):
         if batch_size != self._batch:
-            self._interpreter.resize_tensor_input(self._in["index"], [batch_size, *self.input_shape], strict=True)
-            self._interpreter.allocate_tensors()
+            try:
+                self._interpreter.resize_tensor_input(self._in["index"], [batch_size, *self.input_shape],
+                                                      strict=True)
+                self._interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as error:
+                raise self._failed(error, f"for a batch of {batch_size}") from None
             self._batch = batch_size
+
+    def _failed(self, error, when: str) -> InvalidInputError:
+        """LiteRT's own error (a RuntimeError: a kernel refused) as the package's, naming the file."""
+        return InvalidInputError(
+            f"LiteRT could not run {self.path} {when}: {one_line(error, 300)}. The file is damaged, crafted, or "
+            "needs operations or shapes this runtime does not support; export the model again."
+        )
 
     def time_invoke(self, image: np.ndarray, *, runs: int, warmup: int) -> list[float]:
         """Seconds of each `interpreter.invoke()` on one image already set: the model's own latency,
@@ -447,9 +462,12 @@ class TFLiteRunner(Runner):
             x = quantize(batch, quant[0], quant[1], dtype)
         else:
             x = _cast_for(batch, dtype)
-        interpreter.set_tensor(self._in["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(self._out["index"])
+        try:
+            interpreter.set_tensor(self._in["index"], x)
+            interpreter.invoke()
+            y = interpreter.get_tensor(self._out["index"])
+        except (ValueError, RuntimeError) as error:
+            raise self._failed(error, f"on a batch of {len(batch)}") from None
         out_quant = self.output_details["quantization"]
         if out_quant is not None and np.issubdtype(y.dtype, np.integer):
             return dequantize(y, out_quant[0], out_quant[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 from ai_edge_litert import schema_py_generated as schema
 
 from nin_keras.checks import check_path
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, one_line
 
 
 def _names(enum_class) -> dict:
@@ -40,9 +40,21 @@ def read_model(source, *, label: str | None = None):
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as error:  # a truncated or damaged flatbuffer raises struct/index errors
-        raise InvalidInputError(f"{label} is a damaged TFLite model: {error}") from None
+        raise InvalidInputError(f"{label} cannot be read as a TFLite flatbuffer ({one_line(error, 200)}): the file "
+                                "is damaged or crafted. Export the model again, or get the file again from where "
+                                "it came from.") from None
     check_structure(model, len(data), label)
+    for graph in model.subgraphs:  # absent vectors as empty ones, so readers need not check
+        graph.tensors, graph.operators = _indices(graph.tensors), _indices(graph.operators)
+        graph.inputs, graph.outputs = _indices(graph.inputs), _indices(graph.outputs)
+        for operator in graph.operators:
+            operator.inputs, operator.outputs = _indices(operator.inputs), _indices(operator.outputs)
     return model
+
+
+def flatbuffer_text(value) -> str:
+    """A name from the flatbuffer (bytes, maybe not UTF-8 in a crafted file) as text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
 def op_name(model, operator) -> str:
@@ -50,7 +62,7 @@ def op_name(model, operator) -> str:
     # Builtin codes above 127 live in `builtinCode`; older files carry them in `deprecatedBuiltinCode`.
     value = max(code.builtinCode, code.deprecatedBuiltinCode)
     if value == schema.BuiltinOperator.CUSTOM:
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        custom = flatbuffer_text(code.customCode)
         return f"CUSTOM:{custom}"
     return _names(schema.BuiltinOperator).get(value, f"BUILTIN_{value}")
 
@@ -73,7 +85,7 @@ def tensor_quantization(tensor):
     if q is None or q.scale is None or len(q.scale) == 0:
         return None
     if len(q.scale) == 1:
-        return [float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None else 0]
+        return [float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0]
     return {"per_channel": len(q.scale), "axis": int(q.quantizedDimension)}
 
 
@@ -84,7 +96,7 @@ def is_constant(model, tensor) -> bool:
 
 
 def io_description(tensor) -> dict:
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+    name = flatbuffer_text(tensor.name)
     return {"name": name, "dtype": tensor_dtype(tensor), "shape": tensor_shape(tensor),
             "quantization": tensor_quantization(tensor)}
 

@@ -40,9 +40,9 @@ def read_model(source, *, label: str | None = None):
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as error:  # a truncated or damaged flatbuffer raises struct/index errors
-        raise InvalidInputError(f"{label} cannot be read as a TFLite flatbuffer ({one_line(error, 200)}): the file "
-                                "is damaged or crafted. Export the model again, or get the file again from where "
-                                "it came from.") from None
+        raise InvalidInputError(f"{label} is not a valid TFLite model: its flatbuffer cannot be read "
+                                f"({one_line(error, 200)}); the file is damaged or crafted. Export the model again, "
+                                "or get the file again from where it came from.") from None
     check_structure(model, len(data), label)
     for graph in model.subgraphs:  # absent vectors as empty ones, so readers need not check
         graph.tensors, graph.operators = _indices(graph.tensors), _indices(graph.operators)
@@ -169,8 +169,8 @@ def check_structure(model, file_size: int, label: str = "the model") -> None:
     problem = _first_problem(model, file_size)
     if problem is not None:
         raise InvalidInputError(
-            f"{label} fails nin-keras' structural check of TFLite files: {problem}; the file is damaged or "
-            "crafted. Export the model again, or get the file again from where it came from."
+            f"{label} is not a valid TFLite model: {problem} (nin-keras' structural check); the file is damaged "
+            "or crafted. Export the model again, or get the file again from where it came from."
         )
 
 

@@ -13,6 +13,10 @@ A runner gives every artifact the same face:
   partial batch is zero-padded), `precision`, `size_bytes`, `threads`.
 - `clone()`: a runner another thread may use at the same time (a new interpreter for .tflite).
 
+A .tflite is checked before LiteRT loads it here (`nin_keras.exporting.tflite_guard`): its structure in Python,
+then, unless this process' own converter wrote it, one load and run in a child process, so that a crafted file
+LiteRT would crash on becomes an InvalidInputError instead of killing the caller.
+
 Accepted artifacts: a Keras model object, a `.keras` file, a SavedModel folder (with `saved_model.pb`, or a
 TF Serving model folder of numbered versions: the highest is used) and any `.tflite` (float32, float16,
 dynamic-range, int8 or uint8 I/O; dynamic batch or static batch 1) and a float32 `.onnx` (run with
@@ -60,7 +64,10 @@ def load_artifact(artifact, *, num_threads: int | None = None):
     Raises:
         FileNotFoundError: no file or folder at the path.
         InvalidInputError: a file that is not a model of an accepted kind (the message names the file), a
-            SavedModel without a `serving_default` signature, an unknown artifact type.
+            SavedModel without a `serving_default` signature, an unknown artifact type; a .tflite that is
+            damaged or crafted: one that fails the structural check, or (a file this process did not write)
+            crashes, hangs or fails LiteRT when loaded and run once in a child process
+            (`nin_keras.exporting.tflite_guard`).
         IncompatibleModelError: a model that is not an image classifier (one NHWC input, one class output).
     """
     if isinstance(artifact, Runner):

@@ -175,17 +175,15 @@ def test_files_from_elsewhere_run_in_a_child_once_and_own_converter_output_never
 
 
 def test_a_tflite_that_loads_but_fails_at_invoke_is_a_package_error(exported, monkeypatch):
-    from ai_edge_litert.interpreter import Interpreter
-
     from nin_keras.errors import InvalidInputError
     from nin_keras.verification import load_artifact
 
     runner = load_artifact(_file(exported, "tflite_float32"))
 
-    def failing_invoke(self):
+    def failing_invoke():
         raise RuntimeError("Node number 3 (CONV_2D) failed to invoke.")
 
-    monkeypatch.setattr(Interpreter, "invoke", failing_invoke)
+    monkeypatch.setattr(runner._interpreter, "invoke", failing_invoke)  # as LiteRT reports a kernel's failure
     with pytest.raises(InvalidInputError, match="LiteRT could not run .*model_float32.tflite.*CONV_2D"):
         runner.predict(np.zeros((1, *helpers.DIGITS_SHAPE), np.uint8))
 

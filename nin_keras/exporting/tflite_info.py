@@ -132,6 +132,7 @@ def describe_tflite(source) -> dict:
 
 # Far above any image classifier (a 224x224x192 float32 activation is 38 MB); LiteRT sizes tensors in int.
 MAX_TENSOR_BYTES = 2**31 - 1
+MAX_TOTAL_BYTES = 2**32  # all tensors together: a bound on what loading a file may ask of memory
 MAX_RANK = 16
 # Bits per element of the fixed-size tensor types (string, resource and variant tensors have no fixed size).
 _TYPE_BITS = {"float32": 32, "float16": 16, "int32": 32, "uint8": 8, "int64": 64, "bool": 8, "int16": 16,
@@ -203,6 +204,7 @@ def _first_problem(model, file_size: int) -> str | None:
 
 
 def _tensor_problem(graph, buffers, where: str) -> str | None:
+    total = 0
     for index, tensor in enumerate(graph.tensors or []):
         name = f"tensor {index}{where}"
         if int(getattr(tensor, "externalBuffer", 0) or 0):
@@ -222,6 +224,9 @@ def _tensor_problem(graph, buffers, where: str) -> str | None:
         bits = _TYPE_BITS.get(dtype, 8)
         if elements * bits // 8 > MAX_TENSOR_BYTES:
             return f"{name} has shape {shape}: {elements:,} elements, more than LiteRT can hold"
+        total += elements * bits // 8
+        if total > MAX_TOTAL_BYTES:
+            return f"its tensors{where} need more than {MAX_TOTAL_BYTES // 2**30} GiB at batch 1"
         stored = _stored_bytes(buffers[tensor.buffer])
         if stored and dtype in _TYPE_BITS and tensor.sparsity is None:
             # Sub-byte types are stored packed or one element a byte, depending on the writer.

@@ -218,7 +218,8 @@ def _tensor_problem(graph, buffers, where: str) -> str | None:
         signature = [int(d) for d in (tensor.shapeSignature if tensor.shapeSignature is not None else [])]
         if len(shape) > MAX_RANK or any(d < 0 for d in shape):
             return f"{name} has shape {shape}"
-        if signature and (len(signature) != len(shape) or any(d < -1 for d in signature)):
+        # The signature holds -1 where a dimension is free (the shape holds 1 there), else the shape's own.
+        if signature and (len(signature) != len(shape) or any(s not in (-1, d) for s, d in zip(signature, shape))):
             return f"{name} has shape {shape} but shape signature {signature}"
         elements = math.prod(shape)
         bits = _TYPE_BITS.get(dtype, 8)

@@ -7,7 +7,8 @@ calibration data, optional dependency, clients: `nin_keras.export_layout.TARGET_
 for once into a `TargetSelection`; `export_targets` (`folder`) writes the selection atomically and returns its
 `Manifest`; `converter` is the one home of TFLite converter flags, of post-training
 quantization (a conversion mode) and of the serving SavedModel writer; `check_edgetpu` (`edgetpu`) checks any
-.tflite statically for the Edge TPU.
+.tflite statically for the Edge TPU; `check_tflite` (`tflite_guard`) checks a .tflite's bytes before LiteRT loads
+them (structure, then one run in a child process for files this process did not write).
 
 The user's `nin_keras.export` spans three stages (QAT, these targets, verification of what was written), so it
 lives with the other cross-stage jobs in `nin_keras.workflows.export`.
@@ -47,6 +48,7 @@ from nin_keras.exporting.targets import (
     select_targets,
     unavailable_targets,
 )
+from nin_keras.exporting.tflite_guard import check_tflite
 from nin_keras.exporting.tflite_info import describe_tflite
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "TargetSelection",
     "check_edgetpu",
     "check_export_data",
+    "check_tflite",
     "configure_converter",
     "convert",
     "describe_tflite",

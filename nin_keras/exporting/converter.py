@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from nin_keras.checks import check_choice
 from nin_keras.errors import ConversionError, InvalidInputError, one_line
+from nin_keras.exporting.tflite_guard import remember_own_tflite
 from nin_keras.process_state import silenced_native_stderr
 from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
 from nin_keras.quantization.qat import QATModel
@@ -88,10 +89,14 @@ def representative_dataset(images):
 
 
 def convert(converter, *, what: str = "model") -> bytes:
-    """Runs `converter`; any failure becomes `ConversionError` carrying the converter's own message."""
+    """Runs `converter`; any failure becomes `ConversionError` carrying the converter's own message.
+
+    The bytes are remembered as this process' own (`tflite_guard.remember_own_tflite`): loading them later
+    skips the child-process check that files from elsewhere get.
+    """
     try:
         with silenced_native_stderr():
-            return bytes(converter.convert())
+            return remember_own_tflite(bytes(converter.convert()))
     except ConversionError:
         raise
     except Exception as error:  # the converter raises many types (ConverterError, ValueError, RuntimeError)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nin_keras._atomic import write_text
 from nin_keras.exporting.tflite_info import (
+    flatbuffer_text,
     io_description,
     is_constant,
     op_name,
@@ -120,7 +121,7 @@ def check_edgetpu(path) -> dict:
     dynamic = []
     for tensor in graph.tensors:
         dtype = tensor_dtype(tensor)
-        label = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+        label = flatbuffer_text(tensor.name)
         constant = is_constant(model, tensor)
         if dtype not in EIGHT_BIT and not (constant and dtype == "int32"):
             bad_tensors.append(f"{label} ({dtype})")

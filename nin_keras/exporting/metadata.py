@@ -22,8 +22,9 @@ import numpy as np
 from flatbuffers import number_types
 from flatbuffers.table import Table
 
-from nin_keras.errors import InvalidInputError
+from nin_keras.errors import InvalidInputError, one_line
 from nin_keras.export_layout import format_labels, parse_labels
+from nin_keras.exporting.tflite_guard import is_own_tflite, remember_own_tflite
 
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -31,6 +32,8 @@ MODEL_IDENTIFIER = b"TFL3"
 # The oldest metadata parser that understands every field written here (none newer than schema 1.0.0).
 MIN_PARSER_VERSION = "1.0.0"
 
+# Most bytes the files packed after a model may expand to (reading refuses more): a label file is a few kB.
+MAX_PACKED_BYTES = 64 * 2**20
 # Enum and union values of the schema.
 COLOR_SPACES = {"RGB": 1, "GRAYSCALE": 2}
 _IMAGE_PROPERTIES = 2  # ContentProperties union: FeatureProperties = 1, ImageProperties = 2
@@ -108,6 +111,8 @@ def with_metadata(model_bytes: bytes, metadata: ClassifierMetadata) -> bytes:
     packed.write(builder.Output())
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:  # appended after the model
         archive.writestr(metadata.labels_file, format_labels(metadata.labels))
+    if is_own_tflite(model_bytes):  # nin-keras' converter output with metadata added is still its own
+        remember_own_tflite(packed.getvalue())
     return packed.getvalue()
 
 
@@ -160,9 +165,30 @@ def metadata_flatbuffer(metadata: ClassifierMetadata) -> bytes:
     return bytes(b.Output())
 
 
-def read_metadata(model_bytes: bytes) -> dict | None:
+def read_metadata(model_bytes: bytes, *, label: str = "the model") -> dict | None:
     """The metadata of a .tflite as a dict (the fields written by `with_metadata`, plus "packed_files": the
-    names in its appended archive), or None when it has none."""
+    names in its appended archive), or None when it has none.
+
+    Raises:
+        InvalidInputError: the metadata (or the packed archive) is damaged or crafted; the message names
+            `label` and says that the model itself may still run.
+    """
+    try:
+        return _read_metadata(model_bytes)
+    except InvalidInputError as error:
+        raise _damaged(label, error) from None
+    except Exception as error:  # reading a damaged flatbuffer raises struct, index, type, unicode ... errors
+        raise _damaged(label, error) from None
+
+
+def _damaged(label: str, error: Exception) -> InvalidInputError:
+    return InvalidInputError(
+        f"The TFLite metadata of {label} is damaged ({one_line(error, 200)}); this says nothing about the model "
+        "itself, which may still run. Export the model again to rewrite its metadata."
+    )
+
+
+def _read_metadata(model_bytes: bytes) -> dict | None:
     from ai_edge_litert import schema_py_generated as schema  # lazy: the model's own flatbuffer schema
 
     model = schema.Model.GetRootAs(bytearray(model_bytes[:_flatbuffer_size(model_bytes)]), 0)
@@ -174,7 +200,8 @@ def read_metadata(model_bytes: bytes) -> dict | None:
     else:
         return None
     if data[4:8] != METADATA_IDENTIFIER:
-        raise InvalidInputError(f"The {METADATA_BUFFER_NAME} buffer is not TFLite metadata (identifier {data[4:8]!r}).")
+        raise InvalidInputError(f"the {METADATA_BUFFER_NAME} buffer is not TFLite metadata (identifier "
+                                f"{data[4:8]!r})")
     root = _root(data)
     subgraph = _tables(root, _MODEL["subgraph_metadata"])[0]
     result = {key: _string(root, slot) for key, slot in _MODEL.items()
@@ -185,10 +212,21 @@ def read_metadata(model_bytes: bytes) -> dict | None:
     return result
 
 
-def describe_metadata(metadata: dict | None) -> dict | None:
-    """A short account of `read_metadata`'s result, for manifests and reports."""
+def describe_metadata(metadata: dict | None, *, label: str = "the model") -> dict | None:
+    """A short account of `read_metadata`'s result, for manifests and reports.
+
+    Raises:
+        InvalidInputError: metadata without the tables an image classifier's has (damaged or crafted).
+    """
     if metadata is None:
         return None
+    try:
+        return _describe(metadata)
+    except Exception as error:  # a table or file missing from what read_metadata found
+        raise _damaged(label, error) from None
+
+
+def _describe(metadata: dict) -> dict:
     image, scores = metadata["input"][0], metadata["output"][0]
     normalization = image.get("normalization") or {}
     labels = [f["name"] for f in scores.get("associated_files", [])]
@@ -209,9 +247,18 @@ def package_version() -> str:
 
 
 def packed_files(model_bytes: bytes) -> dict[str, bytes]:
-    """The files packed after a .tflite's flatbuffer (name -> contents); empty when there are none."""
+    """The files packed after a .tflite's flatbuffer (name -> contents); empty when there are none.
+
+    Raises:
+        InvalidInputError: the archive declares more than MAX_PACKED_BYTES of files (a label file is a few kB;
+            a crafted archive could otherwise expand to any size).
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+            if declared > MAX_PACKED_BYTES:
+                raise InvalidInputError(f"the files packed after the model declare {declared:,} bytes, more than "
+                                        f"the {MAX_PACKED_BYTES:,} a label file could need")
             return {name: archive.read(name) for name in archive.namelist()}
     except zipfile.BadZipFile:
         return {}

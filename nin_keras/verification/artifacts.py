@@ -13,6 +13,10 @@ A runner gives every artifact the same face:
   partial batch is zero-padded), `precision`, `size_bytes`, `threads`.
 - `clone()`: a runner another thread may use at the same time (a new interpreter for .tflite).
 
+A .tflite is checked before LiteRT loads it here (`nin_keras.exporting.tflite_guard`): its structure in Python,
+then, unless this process' own converter wrote it, one load and run in a child process, so that a crafted file
+LiteRT would crash on becomes an InvalidInputError instead of killing the caller.
+
 Accepted artifacts: a Keras model object, a `.keras` file, a SavedModel folder (with `saved_model.pb`, or a
 TF Serving model folder of numbered versions: the highest is used) and any `.tflite` (float32, float16,
 dynamic-range, int8 or uint8 I/O; dynamic batch or static batch 1) and a float32 `.onnx` (run with
@@ -34,6 +38,7 @@ from ai_edge_litert.interpreter import Interpreter
 from nin_keras._atomic import folder_size
 from nin_keras.errors import (IncompatibleModelError, InvalidInputError, MissingDependencyError, MissingFileError,
                               one_line)
+from nin_keras.exporting.tflite_guard import check_tflite
 from nin_keras.models import check_image_classifier, check_pixels, load_model
 from nin_keras.process_state import silenced_native_stderr
 
@@ -59,7 +64,10 @@ def load_artifact(artifact, *, num_threads: int | None = None):
     Raises:
         FileNotFoundError: no file or folder at the path.
         InvalidInputError: a file that is not a model of an accepted kind (the message names the file), a
-            SavedModel without a `serving_default` signature, an unknown artifact type.
+            SavedModel without a `serving_default` signature, an unknown artifact type; a .tflite that is
+            damaged or crafted: one that fails the structural check, or (a file this process did not write)
+            crashes, hangs or fails LiteRT when loaded and run once in a child process
+            (`nin_keras.exporting.tflite_guard`).
         IncompatibleModelError: a model that is not an image classifier (one NHWC input, one class output).
     """
     if isinstance(artifact, Runner):
@@ -364,6 +372,9 @@ class TFLiteRunner(Runner):
                 f"{path} is not a TFLite model: it lacks the TFL3 flatbuffer identifier ({len(content)} bytes; "
                 "random bytes, a truncated download, or another format?)."
             )
+        # Structure checked, and a file from elsewhere run once in a child process: a crafted file that would
+        # crash LiteRT is refused here instead of killing this process.
+        check_tflite(content, str(path), num_threads=num_threads)
         self._content = content
         self._interpreter = _make_interpreter(path, content, num_threads)
         interpreter = self._interpreter
@@ -421,9 +432,20 @@ class TFLiteRunner(Runner):
 
     def _resize(self, batch_size: int):
         if batch_size != self._batch:
-            self._interpreter.resize_tensor_input(self._in["index"], [batch_size, *self.input_shape], strict=True)
-            self._interpreter.allocate_tensors()
+            try:
+                self._interpreter.resize_tensor_input(self._in["index"], [batch_size, *self.input_shape],
+                                                      strict=True)
+                self._interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as error:
+                raise self._failed(error, f"for a batch of {batch_size}") from None
             self._batch = batch_size
+
+    def _failed(self, error, when: str) -> InvalidInputError:
+        """LiteRT's own error (a RuntimeError: a kernel refused) as the package's, naming the file."""
+        return InvalidInputError(
+            f"LiteRT could not run {self.path} {when}: {one_line(error, 300)}. The file is damaged, crafted, or "
+            "needs operations or shapes this runtime does not support; export the model again."
+        )
 
     def time_invoke(self, image: np.ndarray, *, runs: int, warmup: int) -> list[float]:
         """Seconds of each `interpreter.invoke()` on one image already set: the model's own latency,
@@ -447,9 +469,12 @@ class TFLiteRunner(Runner):
             x = quantize(batch, quant[0], quant[1], dtype)
         else:
             x = _cast_for(batch, dtype)
-        interpreter.set_tensor(self._in["index"], x)
-        interpreter.invoke()
-        y = interpreter.get_tensor(self._out["index"])
+        try:
+            interpreter.set_tensor(self._in["index"], x)
+            interpreter.invoke()
+            y = interpreter.get_tensor(self._out["index"])
+        except (ValueError, RuntimeError) as error:
+            raise self._failed(error, f"on a batch of {len(batch)}") from None
         out_quant = self.output_details["quantization"]
         if out_quant is not None and np.issubdtype(y.dtype, np.integer):
             return dequantize(y, out_quant[0], out_quant[1])

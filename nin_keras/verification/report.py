@@ -17,7 +17,7 @@ from pathlib import Path
 from nin_keras import _atomic
 from nin_keras.checks import check_path
 from nin_keras.display import progress_to
-from nin_keras.errors import IncompatibleModelError, MissingFileError, one_line
+from nin_keras.errors import IncompatibleModelError, InvalidInputError, MissingFileError, one_line
 from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
     EDGETPU_COMPILED_GLOB,
@@ -267,11 +267,12 @@ def _notes(rows, edgetpu_check, reference_name) -> list[str]:
 
 
 def _tflite_metadata(path: Path) -> dict | None:
-    """The metadata a .tflite carries, described; None when it has none (or it cannot be read)."""
+    """The metadata a .tflite carries, described; None when it has none, {"damaged": why} when it cannot be
+    read (the model is evaluated all the same: damaged metadata says nothing about whether the model runs)."""
     try:
-        return describe_metadata(read_metadata(path.read_bytes()))
-    except (ValueError, KeyError, IndexError, OSError):
-        return None
+        return describe_metadata(read_metadata(path.read_bytes(), label=path.name), label=path.name)
+    except (InvalidInputError, OSError) as error:
+        return {"damaged": one_line(error)}
 
 
 def _clients_section(rows) -> list[str]:
@@ -284,8 +285,11 @@ def _clients_section(rows) -> list[str]:
         lines.append(f"- `{row['artifact']}`: {info.clients}.")
         metadata = row.get("metadata")
         if row["artifact"].endswith(".tflite"):
-            lines.append(f"  Metadata: {metadata['input']}; {metadata['output']} ({metadata['version']})."
-                         if metadata else "  Metadata: none.")
+            if metadata and metadata.get("damaged"):
+                lines.append(f"  Metadata: damaged, not readable: {metadata['damaged']}")
+            else:
+                lines.append(f"  Metadata: {metadata['input']}; {metadata['output']} ({metadata['version']})."
+                             if metadata else "  Metadata: none.")
     channels = next((row["input"]["shape"][-1] for row in rows if isinstance(row.get("input"), dict)
                      and row["input"].get("shape")), None)
     if channels not in (None, 3, 4):

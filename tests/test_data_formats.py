@@ -360,20 +360,26 @@ def test_safe_unpickler_limits_codecs_to_latin1():
 def test_keras_download_path_shapes_and_network_errors(monkeypatch):
     import keras
 
-    fake = ((RNG.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), np.arange(6, dtype=np.uint8).reshape(6, 1)),
-            (RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8), np.array([[1], [2], [3]], np.uint8)))
-    monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: fake)
-    splits = nin_keras.load_dataset("cifar10", validation_split=0.0, batch_size=4)
-    _, y = nin_keras.data.as_arrays(splits, split="test")
-    np.testing.assert_array_equal(y, [1, 2, 3])
-    assert splits.info["source"] == ["keras.datasets.cifar10"]
+    from nin_keras.data import sources
 
-    def offline():
+    fake = ((RNG.integers(0, 256, (6, 28, 28), dtype=np.uint8), np.arange(6, dtype=np.uint8)),
+            (RNG.integers(0, 256, (3, 28, 28), dtype=np.uint8), np.array([1, 2, 3], np.uint8)))
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: fake)
+    splits = nin_keras.load_dataset("mnist", validation_split=0.0, batch_size=4)
+    x, y = nin_keras.data.as_arrays(splits, split="test")
+    assert x.shape == (3, 28, 28, 1)
+    np.testing.assert_array_equal(y, [1, 2, 3])
+    assert splits.info["source"] == ["keras.datasets.mnist"]
+
+    def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://...: None -- [Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
     with pytest.raises(InvalidInputError, match=r"Could not download.*data_dir.*mnist\.npz"):
         nin_keras.load_dataset("mnist")
+    monkeypatch.setattr(sources.keras.utils, "get_file", offline)  # CIFAR: Keras downloads, we read
+    with pytest.raises(InvalidInputError, match=r"Could not download.*data_dir.*cifar-10-batches-py"):
+        nin_keras.load_dataset("cifar10")
 
 
 def test_fashion_mnist_without_data_dir_reads_the_system_package_then_keras(monkeypatch, tmp_path):

@@ -7,9 +7,7 @@ differently, EXIF orientation, an image too large to decode, and a small fuzz of
 
 from __future__ import annotations
 
-import io
 import os
-import random
 import struct
 import zlib
 from pathlib import Path
@@ -268,45 +266,19 @@ def test_maps_refuses_a_30000x30000_png_in_one_line(tmp_path, digits_model, caps
 # ------------------------------------------------------------------------------------------- 7. fuzz
 
 
-def _seed_images() -> list[bytes]:
-    from PIL import Image
-
-    seeds = []
-    for fmt, mode in [("PNG", "RGB"), ("PNG", "L"), ("PNG", "P"), ("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB")]:
-        buffer = io.BytesIO()
-        Image.fromarray(_noise((12, 10, 3), seed=len(seeds))).convert(mode).save(buffer, fmt)
-        seeds.append(buffer.getvalue())
-    buffer = io.BytesIO()
-    Image.fromarray(np.arange(63, dtype=np.uint16).reshape(9, 7) * 1000).save(buffer, "PNG")  # 16-bit
-    return [*seeds, buffer.getvalue()]
-
-
-def mutate(data: bytes, rng: random.Random) -> bytes:
-    """1-8 byte-level edits: a byte set, a run deleted or inserted, a 32-bit field set to an extreme."""
-    data = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        pos, kind = rng.randrange(len(data)), rng.random()
-        if kind < 0.5:
-            data[pos] = rng.randrange(256)
-        elif kind < 0.7:
-            del data[pos:pos + rng.randint(1, 16)]
-        elif kind < 0.85:
-            data[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
-        else:
-            data[pos:pos + 4] = rng.choice([b"\xff\xff\xff\xff", b"\0\0\0\0", b"\x7f\xff\xff\xff", b"\x80\0\0\0"])
-    return bytes(data or b"\0")
-
-
-def test_fuzzed_images_give_the_packages_error_or_pixels(tmp_path):
+def test_fuzzed_images_give_the_packages_error_or_pixels(tmp_path, monkeypatch):
     from nin_keras.data.images import read_image
 
-    # In-process: Pillow's PNG/JPEG/GIF/BMP decoders did not crash on 20,000 mutants (tools/fuzz_images.py).
-    rng, seeds, outcomes = random.Random(24), _seed_images(), {"read": 0, "refused": 0}
+    # The tool's own mutants (seed 24), in-process: Pillow's PNG/JPEG/GIF/BMP decoders did not crash on
+    # 20,000 of them in child processes (tools/fuzz_images.py, docs/benchmarks/fuzz_images.md).
+    tool = helpers.load_tool("fuzz_images", monkeypatch)
+    seeds, outcomes = tool.seed_images(), {"read": 0, "refused": 0}
     path = tmp_path / "mutant.png"
-    for _ in range(300):
-        path.write_bytes(mutate(rng.choice(seeds), rng))
+    for index in range(300):
+        content, channels, size = tool.mutant(24, index, seeds)
+        path.write_bytes(content)
         try:
-            pixels = read_image(path, rng.choice([None, 1, 3, 4]), rng.choice([None, (8, 8)]))
+            pixels = read_image(path, channels, size)
         except NinKerasError:
             outcomes["refused"] += 1
         else:

@@ -336,3 +336,36 @@ def sigkill_when(process, ready, *, waiting_for: str, timeout: float = 240) -> N
             process.kill()
             process.wait(timeout=30)
         process.stderr.close()
+
+
+OUTLIER_CULPRIT = "conv_a"  # the layer whose output range outlier_channel_model blows up
+
+
+def outlier_channel_model(x_train, y_train, *, factor: float = 1000.0, epochs: int = 10):
+    """A small digits classifier that int8 ruins for a known reason, and the float model does not notice.
+
+    Trained (seeded, ~90% test accuracy, about as good in plain int8), then two output channels of
+    `OUTLIER_CULPRIT` are scaled by `factor` and the next layer's weights reading them by 1/`factor`. ReLU is
+    positively homogeneous, so the float model's outputs do not change; but the culprit's output range grows
+    `factor` times, and with one int8 scale per activation tensor its other 14 channels round to zero: the
+    int8 file falls to about chance. Keeping the culprit in float, or 16-bit activations, repairs it.
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(DIGITS_SHAPE), keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=OUTLIER_CULPRIT),
+        keras.layers.Conv2D(16, 1, activation="relu", name="conv_b"),
+        keras.layers.Flatten(), keras.layers.Dense(DIGITS_CLASSES, activation="softmax", name="head"),
+    ], name="outlier_channels")
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(np.asarray(x_train, np.float32), y_train, epochs=epochs, batch_size=32, verbose=0)
+    kernel, bias = model.get_layer(OUTLIER_CULPRIT).get_weights()
+    kernel[..., :2] *= factor
+    bias[:2] *= factor
+    model.get_layer(OUTLIER_CULPRIT).set_weights([kernel, bias])
+    kernel, bias = model.get_layer("conv_b").get_weights()
+    kernel[:, :, :2, :] /= factor
+    model.get_layer("conv_b").set_weights([kernel, bias])
+    return model

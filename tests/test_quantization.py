@@ -11,6 +11,7 @@ import pytest
 
 import nin_keras
 from helpers import assert_litert_matches_keras, random_data, small_nin
+import helpers
 from nin_keras.errors import IncompatibleModelError, InvalidInputError
 from nin_keras.exporting import post_training_quantize, to_tflite
 from nin_keras.quantization import quantize_aware, to_tf_keras
@@ -171,3 +172,15 @@ def test_qat_reshuffles_arrays_each_epoch():
     first, second = ([int(y) for _, batch in dataset for y in batch] for _ in range(2))
     assert sorted(first) == sorted(labels.tolist())  # every image, once an epoch
     assert first != labels.tolist() and first != second  # not in the given order, and anew each epoch
+
+
+def test_the_outlier_channel_model_keeps_its_float_accuracy_and_loses_it_in_int8(digits):
+    """The model tests of the int8 diagnosis rely on: float accuracy as trained, plain int8 near chance."""
+    from nin_keras.exporting.converter import post_training_quantize
+
+    (x_train, y_train), (x_test, y_test) = digits
+    model = helpers.outlier_channel_model(x_train, y_train)
+    float_accuracy = float(np.mean(helpers.keras_outputs(model, x_test).argmax(axis=1) == y_test))
+    int8 = post_training_quantize(model, (x_train, y_train))
+    int8_accuracy = float(np.mean(helpers.run_tflite(int8, x_test).argmax(axis=1) == y_test))
+    assert float_accuracy > 0.8 and int8_accuracy < 0.3, (float_accuracy, int8_accuracy)

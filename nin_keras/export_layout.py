@@ -41,6 +41,7 @@ class TargetSpec:
         needs_data: full-integer: needs representative (calibration) data.
         requires: modules of an optional dependency the target needs (imported by name).
         extra: the pip extra that installs `requires`.
+        in_all: `--targets all` writes it (False: opt-in, named on its own).
     """
 
     name: str
@@ -50,6 +51,7 @@ class TargetSpec:
     needs_data: bool = False
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    in_all: bool = True
 
     def missing(self) -> str | None:
         """Why this target cannot be exported here (its optional dependency is not installed), or None."""
@@ -83,6 +85,10 @@ TARGET_SPECS: "OrderedDict[str, TargetSpec]" = _specs(
                "LiteRT on CPU; MediaPipe Tasks (RGB models)"),
     TargetSpec("tflite_int8", "model_int8.tflite", "full integer, int8 input/output (QAT or PTQ)",
                "LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)", needs_data=True),
+    TargetSpec("tflite_int16x8", "model_int16x8.tflite",
+               "int8 weights, int16 activations, float32 input/output (PTQ; reference kernels)",
+               "LiteRT C++/Java/Python on CPU, reference kernels only (no XNNPACK, GPU delegate or Edge TPU): "
+               "for models int8 loses accuracy on", needs_data=True, in_all=False),
     TargetSpec("edgetpu", "model_edgetpu_ready.tflite",
                "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
                "Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)", needs_data=True),
@@ -166,8 +172,10 @@ def targets_help() -> str:
     """What `--targets` takes, from `TARGET_SPECS`: every name, which need data, which need an extra."""
     needs_data = [name for name, spec in TARGET_SPECS.items() if spec.needs_data]
     extras = [f"{name} needs the [{spec.extra}] extra" for name, spec in TARGET_SPECS.items() if spec.extra]
+    opt_in = [name for name, spec in TARGET_SPECS.items() if not spec.in_all]
     return (f"comma-separated: all, {', '.join(TARGET_SPECS)} (default all: every target whose dependencies are "
-            f"installed; {' and '.join(needs_data)} need --dataset; {'; '.join(extras)})")
+            f"installed{''.join(f', except {name}' for name in opt_in)}, which is written only when named; "
+            f"{', '.join(needs_data)} need --dataset; {'; '.join(extras)})")
 
 
 def targets_description() -> str:

@@ -32,7 +32,9 @@ def test_registry_attaches_one_writer_to_each_spec():
         assert {f.name: getattr(target, f.name) for f in dataclasses.fields(TARGET_SPECS[name])} == \
             dataclasses.asdict(TARGET_SPECS[name])
         assert target.file == export_layout.TARGET_FILES[name] and target.description and target.clients
-    assert [name for name, target in EXPORT_TARGETS.items() if target.needs_data] == ["tflite_int8", "edgetpu"]
+    assert [name for name, target in EXPORT_TARGETS.items() if target.needs_data] == ["tflite_int8", "tflite_int16x8",
+                                                                                       "edgetpu"]
+    assert [name for name, target in EXPORT_TARGETS.items() if not target.in_all] == ["tflite_int16x8"]
     assert EXPORT_TARGETS["onnx"].requires == ("tf2onnx", "onnx", "onnxruntime")
 
 
@@ -55,7 +57,9 @@ def test_selection_is_parsed_once_and_kept():
     selection = select_targets(" keras , tflite_int8")
     assert selection == TargetSelection(("keras", "tflite_int8")) and select_targets(selection) is selection
     assert select_targets(["edgetpu", "keras"]).names == ("keras", "edgetpu")  # registry order
-    assert select_targets("all").names == tuple(t for t in EXPORT_TARGETS if t not in unavailable_targets())
+    assert select_targets("all").names == tuple(t for t in EXPORT_TARGETS if t not in unavailable_targets()
+                                                and EXPORT_TARGETS[t].in_all)
+    assert "tflite_int16x8" in select_targets("all,tflite_int16x8") and "keras" in select_targets("all,tflite_int16x8")
     for bad, message in (("", "No export targets"), ("keras,coreml", "Known targets: all, keras, saved_model, "
                                                                      "onnx")):
         with pytest.raises(InvalidInputError, match=message):
@@ -96,7 +100,8 @@ def test_cli_all_without_the_onnx_extra_names_it_skipped(digits_model, tmp_path,
     assert "skipped: tf2onnx" in err  # the display's log of the export, too
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert list(manifest["skipped"]) == ["onnx"] and "tf2onnx" in manifest["skipped"]["onnx"]
-    assert list(manifest["targets"]) == [name for name in EXPORT_TARGETS if name != "onnx"]
+    assert list(manifest["targets"]) == [name for name in EXPORT_TARGETS if name != "onnx"
+                                         and EXPORT_TARGETS[name].in_all]
     assert not (tmp_path / "o" / "model.onnx").exists()
 
 

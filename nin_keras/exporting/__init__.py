@@ -3,9 +3,9 @@
 `EXPORT_TARGETS` (`targets`) is the one registry of targets: each target's facts (file, description,
 calibration data, optional dependency, clients: `nin_keras.export_layout.TARGET_SPECS`) with its writer
 (`export_keras`, `export_saved_model`, `export_onnx`, `export_tflite_float32`, `export_tflite_float16`,
-`export_tflite_dynamic`, `export_tflite_int8`, `export_edgetpu`); `select_targets` parses what the user asked
-for once into a `TargetSelection`; `export_targets` (`folder`) writes the selection atomically and returns its
-`Manifest`; `converter` is the one home of TFLite converter flags, of post-training
+`export_tflite_dynamic`, `export_tflite_int8`, `export_tflite_int16x8`, `export_edgetpu`); `select_targets`
+parses what the user asked for once into a `TargetSelection`; `export_targets` (`folder`) writes the selection
+atomically and returns its `Manifest`; `converter` is the one home of TFLite converter flags, of post-training
 quantization (a conversion mode) and of the serving SavedModel writer; `check_edgetpu` (`edgetpu`) checks any
 .tflite statically for the Edge TPU; `check_tflite` (`tflite_guard`) checks a .tflite's bytes before LiteRT loads
 them (structure, then one run in a child process for files this process did not write).
@@ -45,6 +45,7 @@ from nin_keras.exporting.targets import (
     export_tflite_float16,
     export_tflite_float32,
     export_tflite_int8,
+    export_tflite_int16x8,
     select_targets,
     unavailable_targets,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "export_tflite_float16",
     "export_tflite_float32",
     "export_tflite_int8",
+    "export_tflite_int16x8",
     "float32_model",
     "format_findings",
     "post_training_quantize",

@@ -11,6 +11,9 @@ Modes (what the numbers in the .tflite are):
 - "int8": full integer, int8 input and output; needs representative data (or a QAT model).
 - "uint8": full integer, uint8 input and output (the Edge TPU's format; the converter adds QUANTIZE ops
   at both ends); needs representative data (or a QAT model).
+- "int16x8": int8 weights, int16 activations (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`),
+  float32 input and output (a QUANTIZE op in front, a DEQUANTIZE behind); needs representative data. For
+  models whose activation ranges int8 cannot resolve; LiteRT runs it on its reference kernels only.
 
 Supported ops are always set explicitly: never SELECT_TF_OPS (flex ops), which the LiteRT runtimes on
 devices do not run and which break full-integer and Edge TPU conversion.
@@ -34,8 +37,10 @@ from nin_keras.process_state import silenced_native_stderr
 from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images
 from nin_keras.quantization.qat import QATModel
 
-MODES = ("float32", "float16", "dynamic", "int8", "uint8")
+MODES = ("float32", "float16", "dynamic", "int8", "uint8", "int16x8")
 FULL_INTEGER_MODES = ("int8", "uint8")
+# Modes that calibrate activation ranges on representative images.
+CALIBRATED_MODES = (*FULL_INTEGER_MODES, "int16x8")
 # Name of the probabilities output of every SavedModel and .tflite written here, and of the input.
 OUTPUT_NAME = "probabilities"
 CLASS_ID_NAME = "class_id"
@@ -50,7 +55,7 @@ def configure_converter(converter, mode: str, *, representative_images=None):
         mode: one of `MODES`.
         representative_images: float32 raw-pixel images (N, H, W, C) used to calibrate activation ranges;
             required for "int8"/"uint8" (also for a QAT model, whose FakeQuant ranges then set the
-            quantization of everything but the float preprocessing in front).
+            quantization of everything but the float preprocessing in front) and "int16x8".
     """
     check_choice("conversion mode", mode, MODES)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -70,6 +75,12 @@ def configure_converter(converter, mode: str, *, representative_images=None):
             "(images, labels) arrays) drawn from the training set."
         )
     converter.representative_dataset = representative_dataset(representative_images)
+    if mode == "int16x8":
+        # float32 I/O: callers feed raw pixels and read probabilities as from the float model (int16 I/O
+        # would only move the QUANTIZE/DEQUANTIZE ops into every caller, for no accuracy gain).
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        return converter
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     io_type = tf.int8 if mode == "int8" else tf.uint8
     converter.inference_input_type = io_type
@@ -201,7 +212,7 @@ def to_tflite(model, mode: str, *, representative_images=None, batch_size=None, 
         model: a Keras 3 model, or a `nin_keras.quantization.QATModel` (its FakeQuant ranges set the
             quantization).
         mode: one of `MODES`.
-        representative_images: raw-pixel calibration images for "int8"/"uint8".
+        representative_images: raw-pixel calibration images for "int8"/"uint8"/"int16x8".
         batch_size: None (free batch) or 1 (static shape, for the Edge TPU).
         saved_model_dir: a SavedModel of `model` already written by `write_serving_saved_model` with the
             same `batch_size` (saves writing one per conversion). Defaults to a temporary one.

@@ -251,6 +251,17 @@ def export_tflite_int8(context: ExportContext, out_dir) -> ManifestEntry:
                          quantization="qat" if context.qat_model is not None else "ptq")
 
 
+@_writes("tflite_int16x8")
+def export_tflite_int16x8(context: ExportContext, out_dir) -> ManifestEntry:
+    """model_int16x8.tflite: int8 weights, int16 activations, float32 I/O, calibrated on the training images.
+
+    Always post-training from the float model: a QAT model's FakeQuant ranges are 8-bit ranges.
+    """
+    _require_data(context, "tflite_int16x8")
+    return _write_tflite("tflite_int16x8", context.tflite("int16x8"), out_dir, context,
+                         precision="int16 activations / int8 weights", quantization="ptq")
+
+
 @_writes("edgetpu")
 def export_edgetpu(context: ExportContext, out_dir) -> ManifestEntry:
     """model_edgetpu_ready.tflite (uint8 I/O, batch 1), edgetpu_check.json, and the compiler's output if present."""
@@ -345,8 +356,9 @@ class TargetSelection:
 def select_targets(targets="all") -> TargetSelection:
     """The targets to export: "all", a comma-separated string or a list of names; a selection is kept as is.
 
-    "all" is every target whose optional dependencies are installed; those that are not are named in
-    `skipped`. A target named on its own whose dependency is missing is refused.
+    "all" is every target whose optional dependencies are installed, except opt-in targets (`in_all` False:
+    tflite_int16x8), which are written only when named ("all,tflite_int16x8"); targets whose dependencies are
+    not installed are named in `skipped`. A target named on its own whose dependency is missing is refused.
 
     Args:
         targets: "all", "keras,tflite_int8", ["keras", "tflite_int8"], or a `TargetSelection`. None is "all".
@@ -371,11 +383,12 @@ def select_targets(targets="all") -> TargetSelection:
         raise InvalidInputError(
             f"Unknown export target{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. {known}")
     missing = unavailable_targets()
-    if "all" in names:
-        return TargetSelection(tuple(t for t in EXPORT_TARGETS if t not in missing), missing)
     for name in names:
-        if name in missing:
+        if name != "all" and name in missing:
             raise InvalidInputError(f"The {name} target needs {missing[name]} (or leave it out of targets=).")
+    if "all" in names:  # "all,tflite_int16x8": every default target and the opt-in ones named
+        return TargetSelection(tuple(t for t in EXPORT_TARGETS if t not in missing
+                                     and (EXPORT_TARGETS[t].in_all or t in names)), missing)
     return TargetSelection(tuple(t for t in EXPORT_TARGETS if t in names))
 
 

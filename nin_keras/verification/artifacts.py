@@ -545,9 +545,9 @@ def _make_interpreter(path, content, num_threads):
 def _tflite_precision(interpreter, input_dtype: str) -> str:
     """Names what a .tflite really is, from its tensor types (not its file name)."""
     dtypes = {np.dtype(d["dtype"]).name for d in interpreter.get_tensor_details()}
+    if "int16" in dtypes:  # int16x8, whatever its I/O (tflite_int16x8 has float32 I/O)
+        return "int16 activations / int8 weights"
     if input_dtype in ("int8", "uint8"):
-        if "int16" in dtypes:
-            return "int16 activations / int8 weights"
         return "full int8" if input_dtype == "int8" else "full int8 (uint8 I/O)"
     if "float16" in dtypes:
         return "float16 weights"

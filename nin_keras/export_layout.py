@@ -9,6 +9,7 @@ writer function to each spec (`nin_keras.EXPORT_TARGETS`).
     saved_model/1/               saved_model target (TF Serving's numbered version folders)
     model.onnx                   onnx target (with the [onnx] extra)
     model_float32.tflite ...     one file per TFLite target
+    model_int16x8.tflite         tflite_int16x8 target (opt-in: not in "all")
     model_edgetpu_ready.tflite   edgetpu target; edgetpu_compiler's output, where installed, is *_edgetpu.tflite
     labels.txt, manifest.json    class names; what was exported, with each artifact's I/O and ops
     gpu_compatibility.txt        the converter's GPU-delegate analysis of the float16 model

@@ -8,7 +8,8 @@ Run from the repository root, on a quiet machine:
 The paper variants with default settings and untrained (seeded) weights, `build_nin(10, variant="cifar")` and
 `variant="mnist"`, are exported by `nin_keras.export(..., targets=[...])` to the three files (calibrated on
 synthetic raw-pixel images), then timed by `nin_keras.verification.benchmark_interleaved` (alternating rounds,
-median of `interpreter.invoke()`, batch 1). The export time of the int16x8 file alone is recorded too.
+median of `interpreter.invoke()`, batch 1). The export time of the int16x8 file alone is recorded too, and
+the time per image of `predict` on 128 random images in batches of 64 (what verifying an export costs).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def parse_args(argv=None):
 
 def measure(args) -> dict:
     import keras
+    import numpy as np
 
     import nin_keras
-    from nin_keras.verification import benchmark_interleaved
+    from nin_keras.verification import benchmark_interleaved, load_artifact
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="nin_keras_int16x8_") as tmp:
@@ -64,7 +66,16 @@ def measure(args) -> dict:
             latency = benchmark_interleaved(files, rounds=args.rounds, runs=args.runs, threads=args.threads)
             ms = {name: latency["artifacts"][name]["latency_ms"] for name in TIMED}
             log(f"{variant}: " + ", ".join(f"{name} {value:.2f} ms" for name, value in ms.items()))
+            images = np.random.default_rng(args.seed).integers(0, 256, size=(128, *shape), dtype=np.uint8)
+            batched = {}
+            for name in ("tflite_int8", "tflite_int16x8"):
+                runner = load_artifact(files[name], num_threads=args.threads)
+                runner.predict(images[:64])
+                started = time.perf_counter()
+                runner.predict(images, batch_size=64)
+                batched[name] = 1000 * (time.perf_counter() - started) / len(images)
             results[variant] = {"input_shape": list(shape), "latency_ms": ms, "int16x8_export_seconds": export_seconds,
+                                "batch64_ms_per_image": batched,
                                 "sizes": {name: files[name].stat().st_size for name in TIMED}}
     return {"variants": results}
 
@@ -79,8 +90,14 @@ def render(results: dict) -> str:
         ms = r["latency_ms"]
         lines.append(f"| {variant} | {'x'.join(map(str, r['input_shape']))} | {ms['tflite_float32']:.2f} "
                      f"| {ms['tflite_int8']:.2f} | {ms['tflite_int16x8']:.2f} "
-                     f"| {ms['tflite_int16x8'] / ms['tflite_float32']:.1f}x | {ms['tflite_int16x8'] / ms['tflite_int8']:.1f}x "
-                     f"| {r['int16x8_export_seconds']:.1f} |")
+                     f"| {ms['tflite_int16x8'] / ms['tflite_float32']:.1f}x "
+                     f"| {ms['tflite_int16x8'] / ms['tflite_int8']:.1f}x | {r['int16x8_export_seconds']:.1f} |")
+    lines += ["", "Evaluating (what `nin-keras export --dataset` does after writing): `predict` in batches of 64, "
+              "ms per image:", "", "| variant | int8 | int16x8 | 10,000 test images in int16x8 |", "|---|---|---|---|"]
+    for variant, r in results["variants"].items():
+        per_image = r["batch64_ms_per_image"]
+        lines.append(f"| {variant} | {per_image['tflite_int8']:.2f} | {per_image['tflite_int16x8']:.2f} "
+                     f"| {per_image['tflite_int16x8'] * 10:.0f} s |")
     lines += ["", "LiteRT runs 16-bit-activation files on its reference kernels: XNNPACK (which runs the float32 "
               "and int8 files here) does not take them, nor do the GPU delegate or the Edge TPU.", ""]
     return "\n".join(lines)

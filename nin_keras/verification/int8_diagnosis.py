@@ -1,0 +1,203 @@
+"""Which layers int8 hurts, ranked: `explain_int8` (tf.lite.experimental.QuantizationDebugger underneath).
+
+The ranking measure is the error a layer's OWN int8 output quantization adds: the debugger hands each
+quantized tensor's float twin and its scale/zero point; the float twin is re-quantized with them and the
+RMSE over each channel's float std is averaged over the channels (capped at 1: a channel rounded away).
+Layers downstream of a bad one inherit its damage in the debugger's end-to-end error, but not in this
+measure, so the origin ranks first. The end-to-end error (RMSE over std of the whole tensor) is kept beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from nin_keras.checks import check_bool, check_int
+from nin_keras.exporting.int8_layers import int8_debugger, quantize_with_float_nodes, quantized_tensors
+from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images, training_arrays
+from nin_keras.verification.predictor import Predictor
+
+DEFAULT_DIAGNOSIS_SAMPLES = 64  # images the per-layer statistics are computed on
+
+
+def _channels(tensor) -> np.ndarray:
+    tensor = np.asarray(tensor, dtype=np.float64)
+    return tensor.reshape(-1, tensor.shape[-1]) if tensor.ndim > 1 else tensor[None]
+
+
+def _own_error(float_tensor, quantized_tensor, scale, zero_point) -> float:
+    values = _channels(float_tensor)
+    requantized = (np.clip(np.round(values / scale) + zero_point, -128, 127) - zero_point) * scale
+    std = values.std(axis=0)
+    rmse = np.sqrt(((requantized - values) ** 2).mean(axis=0))
+    live = std > 0
+    return float(np.mean(np.minimum(rmse[live] / std[live], 1.0))) if live.any() else 0.0
+
+
+def _end_to_end_error(float_tensor, quantized_tensor, scale, zero_point) -> float:
+    values = np.asarray(float_tensor, dtype=np.float64)
+    dequantized = (np.asarray(quantized_tensor, dtype=np.float64) - zero_point) * scale
+    std = values.std()
+    return float(np.sqrt(((dequantized - values) ** 2).mean()) / std) if std > 0 else 0.0
+
+
+_METRICS = {
+    "own_error": _own_error,
+    "end_to_end_error": _end_to_end_error,
+    "scale": lambda f, q, scale, zero_point: float(scale),
+    "zero_point": lambda f, q, scale, zero_point: float(zero_point),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerError:
+    """One quantized layer output. `own_error` ranks; `agreement_alone` is None unless measured."""
+
+    layer: str
+    position: int
+    fused: tuple[str, ...]
+    op: str
+    own_error: float
+    end_to_end_error: float
+    max_abs_error: float
+    scale: float
+    zero_point: int
+    agreement_alone: float | None
+    node: str
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "fused": list(self.fused)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Diagnosis:
+    """`explain_int8`'s answer: rows ranked worst first, and the whole-model int8 top-1 agreement."""
+
+    model: str
+    rows: tuple[LayerError, ...]
+    agreement: float | None
+    samples: int
+    agreement_images: int
+    single_layer: bool
+
+    @property
+    def worst(self) -> LayerError | None:
+        return self.rows[0] if self.rows else None
+
+    def in_network_order(self) -> list[LayerError]:
+        return sorted(self.rows, key=lambda row: row.position)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "agreement": self.agreement, "samples": self.samples,
+                "agreement_images": self.agreement_images, "single_layer": self.single_layer,
+                "measure": "own_error: RMSE of the layer's own int8 output rounding over each channel's float "
+                           "std, averaged over channels (1 = the channels are rounded away)",
+                "rows": [row.to_dict() for row in self.rows]}
+
+
+def explain_int8(model, data, *, num_samples: int = DEFAULT_DIAGNOSIS_SAMPLES,
+                 calibration_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES, single_layer: bool = False,
+                 agreement_images=None, agreement_limit: int = 500, qat_model=None) -> Int8Diagnosis:
+    """Ranks the layers of `model` by the error their int8 output adds, worst first.
+
+    Args:
+        model: a Keras 3 image classifier taking raw pixels.
+        data: any form `nin_keras.data.as_splits` takes: its train split calibrates (as the int8 export
+            does); the validation split (else test split, else the arrays themselves) measures agreement.
+        num_samples: training images the per-layer statistics are computed on. Defaults to 64.
+        calibration_samples: calibration images. Defaults to 200, as the export.
+        single_layer: also measure, per layer, the top-1 agreement with the float model when only that layer
+            is quantized (one extra quantization and evaluation a layer). Defaults to False.
+        agreement_images: raw-pixel images for the agreement. Defaults to those drawn from `data`.
+        agreement_limit: at most this many agreement images. Defaults to 500.
+        qat_model: a `QATModel` to diagnose instead of post-training quantization of `model`.
+
+    Returns:
+        An `Int8Diagnosis`.
+
+    Raises:
+        InvalidInputError, IncompatibleModelError: data that does not fit; ConversionError: the converter failed.
+    """
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    single_layer = check_bool("single_layer", single_layer)
+    calibration = representative_images(model, data, num_samples=calibration_samples)
+    if agreement_images is None:
+        agreement_images = _agreement_images(model, data, agreement_limit)
+    agreement_images = np.asarray(agreement_images, dtype="float32")[:agreement_limit]
+    float_top1 = np.asarray(model.predict(agreement_images, verbose=0, batch_size=64)).argmax(-1)
+    with int8_debugger(model, calibration, debug_images=calibration[:num_samples], qat_model=qat_model,
+                       direct_metrics=_METRICS) as debugger:
+        tensors = quantized_tensors(debugger, model)
+        stats = debugger.layer_statistics
+        names = list(stats)
+        whole = _agreement(quantize_with_float_nodes(debugger, []), agreement_images, float_top1)
+        rows = []
+        for index, tensor in enumerate(tensors):
+            row_stats = stats[names[index]]
+            alone = None
+            if single_layer:
+                others = [other.node for other in tensors if other.node != tensor.node]
+                alone = _agreement(quantize_with_float_nodes(debugger, others), agreement_images, float_top1)
+            rows.append(LayerError(
+                layer=tensor.layer, position=tensor.position, fused=tensor.fused, op=tensor.op,
+                own_error=float(row_stats["own_error"]), end_to_end_error=float(row_stats["end_to_end_error"]),
+                max_abs_error=float(row_stats["max_abs_error"]), scale=float(row_stats["scale"]),
+                zero_point=int(round(row_stats["zero_point"])), agreement_alone=alone, node=tensor.node))
+    ranked = sorted(rows, key=lambda row: (-row.own_error, -row.end_to_end_error, row.position))
+    return Int8Diagnosis(model=model.name, rows=tuple(ranked), agreement=whole, samples=min(num_samples, len(calibration)),
+                         agreement_images=len(agreement_images), single_layer=single_layer)
+
+
+def _agreement_images(model, data, limit: int) -> np.ndarray:
+    for split in ("validation", "test"):
+        if getattr(data, split, None) is not None:
+            return training_arrays(model, data, limit=limit, split=split)[0]
+    return training_arrays(model, data, limit=limit)[0]
+
+
+def _agreement(content: bytes, images, float_top1) -> float:
+    with tempfile.TemporaryDirectory(prefix="nin_int8_explain_") as folder:
+        path = Path(folder) / "model.tflite"
+        path.write_bytes(content)
+        top1 = Predictor(path).predict_classes(images)
+    return float(np.mean(np.asarray(top1) == float_top1))
+
+
+def format_diagnosis(diagnosis: Int8Diagnosis, *, top: int = 10) -> str:
+    """The ranked table and what to do about the worst layers: one screen of text."""
+    lines = [f"int8 per-layer error of {diagnosis.model} (own_error: 0 = exact, 1 = channels rounded away)"]
+    if diagnosis.agreement is not None:
+        lines.append(f"whole-model int8 top-1 agreement with float: {diagnosis.agreement:.1%} "
+                     f"on {diagnosis.agreement_images} images")
+    header = f"{'rank':>4}  {'layer':<28} {'pos':>3}  {'own err':>8}  {'end-to-end':>10}  {'max abs':>9}  {'scale':>9}"
+    if diagnosis.single_layer:
+        header += "  alone-agree"
+    lines.append(header)
+    for rank, row in enumerate(diagnosis.rows[:top], start=1):
+        line = (f"{rank:>4}  {row.layer[:28]:<28} {row.position:>3}  {row.own_error:>8.3f}  "
+                f"{row.end_to_end_error:>10.3f}  {row.max_abs_error:>9.3g}  {row.scale:>9.3g}")
+        if diagnosis.single_layer:
+            line += f"  {row.agreement_alone:>10.1%}" if row.agreement_alone is not None else "  -"
+        lines.append(line)
+    if len(diagnosis.rows) > top:
+        lines.append(f"      ... {len(diagnosis.rows) - top} more layers (report.json has them all)")
+    lines.extend(advice(diagnosis))
+    return "\n".join(lines)
+
+
+def advice(diagnosis: Int8Diagnosis, *, threshold: float = 0.1) -> list[str]:
+    """What to do about the worst layers, as lines of text."""
+    bad = [row for row in diagnosis.rows if row.own_error >= threshold][:3]
+    if not bad:
+        return ["No layer loses much to int8 (own error below 0.1 everywhere)."]
+    names = ",".join(row.layer for row in bad)
+    return [
+        f"Worst: {', '.join(row.layer for row in bad)}. What to do:",
+        f"  - keep them in float in a separate file model_int8_mixed.tflite: --int8-float-layers {names} "
+        "(LiteRT CPU; not for the Edge TPU)",
+        "  - or int16 activations for the whole model: the tflite_int16x8 target (LiteRT CPU, reference kernels)",
+        "  - or quantization-aware training (--qat-epochs N), which learns ranges that fit the layer",
+    ]

@@ -119,8 +119,13 @@ def int8_debugger(model, calibration_images, *, debug_images=None, qat_model=Non
 def quantized_tensors(debugger, model) -> list[QuantizedTensor]:
     """The debugger's quantized tensors, mapped to Keras layers, in the debugger's order (network order)."""
     layer_names = _layer_names(model)
-    interpreter = debugger._quant_interpreter  # noqa: SLF001 (the op graph has no public accessor)
-    ops = interpreter._get_ops_details()  # noqa: SLF001
+    # A graph without the XNNPACK delegate, whose DELEGATE nodes would hide the ops and their links.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecated tf.lite.Interpreter: the debugger's own model format
+        interpreter = tf.lite.Interpreter(
+            model_content=debugger.quant_model,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = interpreter._get_ops_details()  # noqa: SLF001 (the op graph has no public accessor)
     producer = {tensor: op for op in ops for tensor in op["outputs"]}
     readers: dict[int, list] = {}
     for op in ops:
@@ -177,7 +182,7 @@ def resolve_float_layers(tensors: list[QuantizedTensor], float_layers, model_nam
     if unknown or not names:
         valid = list(dict.fromkeys(tensor.layer for tensor in tensors))
         raise InvalidInputError(
-            f"float_layers names {unknown or names}, which are not quantized layers of {model_name!r}; "
+            f"int8_float_layers names {unknown or names}, which are not quantized layers of {model_name!r}; "
             f"choose among {valid} (explain_int8 ranks them).")
     chosen = set()
     for name in names:

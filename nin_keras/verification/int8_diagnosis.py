@@ -147,8 +147,9 @@ def explain_int8(model, data, *, num_samples: int = DEFAULT_DIAGNOSIS_SAMPLES,
                 max_abs_error=float(row_stats["max_abs_error"]), scale=float(row_stats["scale"]),
                 zero_point=int(round(row_stats["zero_point"])), agreement_alone=alone, node=tensor.node))
     ranked = sorted(rows, key=lambda row: (-row.own_error, -row.end_to_end_error, row.position))
-    return Int8Diagnosis(model=model.name, rows=tuple(ranked), agreement=whole, samples=min(num_samples, len(calibration)),
-                         agreement_images=len(agreement_images), single_layer=single_layer)
+    return Int8Diagnosis(model=model.name, rows=tuple(ranked), agreement=whole,
+                         samples=min(num_samples, len(calibration)), agreement_images=len(agreement_images),
+                         single_layer=single_layer)
 
 
 def _agreement_images(model, data, limit: int) -> np.ndarray:
@@ -172,12 +173,13 @@ def format_diagnosis(diagnosis: Int8Diagnosis, *, top: int = 10) -> str:
     if diagnosis.agreement is not None:
         lines.append(f"whole-model int8 top-1 agreement with float: {diagnosis.agreement:.1%} "
                      f"on {diagnosis.agreement_images} images")
-    header = f"{'rank':>4}  {'layer':<28} {'pos':>3}  {'own err':>8}  {'end-to-end':>10}  {'max abs':>9}  {'scale':>9}"
+    header = (f"{'rank':>4}  {'layer':<28} {'op':<15} {'pos':>3}  {'own err':>8}  {'end-to-end':>10}  "
+              f"{'max abs':>9}  {'scale':>9}")
     if diagnosis.single_layer:
         header += "  alone-agree"
     lines.append(header)
     for rank, row in enumerate(diagnosis.rows[:top], start=1):
-        line = (f"{rank:>4}  {row.layer[:28]:<28} {row.position:>3}  {row.own_error:>8.3f}  "
+        line = (f"{rank:>4}  {row.layer[:28]:<28} {row.op[:15]:<15} {row.position:>3}  {row.own_error:>8.3f}  "
                 f"{row.end_to_end_error:>10.3f}  {row.max_abs_error:>9.3g}  {row.scale:>9.3g}")
         if diagnosis.single_layer:
             line += f"  {row.agreement_alone:>10.1%}" if row.agreement_alone is not None else "  -"

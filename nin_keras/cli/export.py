@@ -94,7 +94,7 @@ def _print_int8_diagnosis(model, data, result) -> None:
 
     from nin_keras.errors import InvalidInputError
     from nin_keras.export_layout import REPORT_FILES
-    from nin_keras.verification.int8_diagnosis import Int8Diagnosis, LayerError, explain_int8, format_diagnosis
+    from nin_keras.verification.int8_diagnosis import Int8Diagnosis, Int8LayerRow, explain_int8, format_diagnosis
 
     if data is None:
         raise InvalidInputError("--explain-int8 needs the training data: pass --dataset.")
@@ -102,7 +102,7 @@ def _print_int8_diagnosis(model, data, result) -> None:
     saved = json.loads(report_file.read_text(encoding="utf-8")).get("int8_layers") if report_file.exists() else None
     if saved:  # the export already diagnosed the int8 model: print that, not a second run
         fields = ("model", "agreement", "samples", "agreement_images", "single_layer")
-        rows = tuple(LayerError(**{**row, "fused": tuple(row["fused"])}) for row in saved["rows"])
+        rows = tuple(Int8LayerRow(**{**row, "fused": tuple(row["fused"])}) for row in saved["rows"])
         diagnosis = Int8Diagnosis(**{key: saved[key] for key in fields}, rows=rows)
     else:
         diagnosis = explain_int8(model, data)

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.lite.python import convert as tflite_convert  # the debugger's own quantizer entry
 
 from nin_keras.errors import ConversionError, InvalidInputError, one_line
 from nin_keras.exporting.converter import (
@@ -194,8 +195,6 @@ def resolve_float_layers(tensors: list[QuantizedTensor], float_layers, model_nam
 
 def quantize_with_float_nodes(debugger, nodes, *, io_type: str = "int8") -> bytes:
     """The calibrated model quantized to int8 except `nodes` (denylisted: float), with `io_type` I/O."""
-    from tensorflow.lite.python import convert as tflite_convert  # the debugger's own quantizer entry
-
     try:
         with silenced_native_stderr():
             content = tflite_convert.mlir_quantize(

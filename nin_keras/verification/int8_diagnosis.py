@@ -53,7 +53,7 @@ _METRICS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerError:
+class Int8LayerRow:
     """One quantized layer output. `own_error` ranks; `agreement_alone` is None unless measured."""
 
     layer: str
@@ -77,17 +77,17 @@ class Int8Diagnosis:
     """`explain_int8`'s answer: rows ranked worst first, and the whole-model int8 top-1 agreement."""
 
     model: str
-    rows: tuple[LayerError, ...]
+    rows: tuple[Int8LayerRow, ...]
     agreement: float | None
     samples: int
     agreement_images: int
     single_layer: bool
 
     @property
-    def worst(self) -> LayerError | None:
+    def worst(self) -> Int8LayerRow | None:
         return self.rows[0] if self.rows else None
 
-    def in_network_order(self) -> list[LayerError]:
+    def in_network_order(self) -> list[Int8LayerRow]:
         return sorted(self.rows, key=lambda row: row.position)
 
     def to_dict(self) -> dict:
@@ -141,7 +141,7 @@ def explain_int8(model, data, *, num_samples: int = DEFAULT_DIAGNOSIS_SAMPLES,
             if single_layer:
                 others = [other.node for other in tensors if other.node != tensor.node]
                 alone = _agreement(quantize_with_float_nodes(debugger, others), agreement_images, float_top1)
-            rows.append(LayerError(
+            rows.append(Int8LayerRow(
                 layer=tensor.layer, position=tensor.position, fused=tensor.fused, op=tensor.op,
                 own_error=float(row_stats["own_error"]), end_to_end_error=float(row_stats["end_to_end_error"]),
                 max_abs_error=float(row_stats["max_abs_error"]), scale=float(row_stats["scale"]),

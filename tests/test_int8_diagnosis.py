@@ -103,6 +103,7 @@ def test_an_int8_export_writes_the_layer_table_the_plot_and_the_mixed_file(digit
     mixed = rows["model_int8_mixed.tflite"]
     assert mixed["accuracy"] >= float_accuracy - 0.05 and mixed["latency_ms_batch1_median"] is not None
     assert any("not for the Edge TPU" in note for note in report["notes"])
+    assert mixed["metadata"] is not None and mixed["metadata"] == rows["model_int8.tflite"]["metadata"]  # labels too
 
 
 def test_the_cli_prints_the_ranked_table(outlier, tmp_path, capsys):

@@ -18,8 +18,18 @@ from nin_keras._atomic import write_bytes, write_json, write_text
 from nin_keras.checks import check_int
 from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
-from nin_keras.export_layout import INT8_CHOICE_FILE, INT8_LAYERS_PLOT, MIXED_INT8_FILE, REPORT_FILES, Record
+from nin_keras.export_layout import (
+    INT8_CHOICE_FILE,
+    INT8_LAYERS_PLOT,
+    LABELS_FILE,
+    MIXED_INT8_FILE,
+    REPORT_FILES,
+    Record,
+)
+from nin_keras.exporting.converter import float32_model
 from nin_keras.exporting.int8_layers import mixed_int8_tflite
+from nin_keras.exporting.metadata import with_metadata
+from nin_keras.exporting.targets import classifier_metadata
 from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
 from nin_keras.exporting.folder import check_export_folder
 from nin_keras.models import check_data_fits, check_image_classifier, load_model, with_input_size
@@ -196,7 +206,7 @@ def _int8_extras(model, out_dir: Path, data, qat_model, fallback, representative
         images = representative_images(model, data,
                                        num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
         content, nodes = mixed_int8_tflite(model, images, fallback, qat_model=qat_model)
-        write_bytes(out_dir / MIXED_INT8_FILE, content)
+        write_bytes(out_dir / MIXED_INT8_FILE, _with_mixed_metadata(content, model, out_dir, fallback))
         display.log(f"{MIXED_INT8_FILE}: {', '.join(fallback)} kept in float ({len(nodes)} converter nodes)")
     if not explain:
         return None
@@ -217,3 +227,17 @@ def _add_diagnosis_to_report(out_dir: Path, diagnosis) -> None:
     section = (f"\n## int8 error per layer\n\n![int8 error per layer]({INT8_LAYERS_PLOT})\n\n```\n"
                f"{format_diagnosis(diagnosis)}\n```\n")
     write_text(out_dir / markdown_file, markdown.rstrip("\n") + "\n" + section)
+
+
+def _with_mixed_metadata(content: bytes, model, out_dir: Path, fallback) -> bytes:
+    """`content` with the metadata the other .tflite files carry (labels.txt's names), described as mixed."""
+    labels = out_dir / LABELS_FILE
+    class_names = labels.read_text(encoding="utf-8").splitlines() if labels.exists() else None
+    metadata = classifier_metadata(float32_model(model), "tflite_int8", class_names)
+    if metadata is None:
+        return content
+    metadata = dataclasses.replace(
+        metadata, description=f"Network In Network image classifier ({model.name}), int8 with {', '.join(fallback)} "
+                              "kept in float, int8 input/output (LiteRT CPU; not for the Edge TPU). "
+                              "Takes raw pixels 0..255; gives one probability per class.")
+    return with_metadata(content, metadata)

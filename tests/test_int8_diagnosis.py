@@ -42,6 +42,7 @@ def _accuracy(path, images, labels) -> float:
 
 
 def test_the_diagnosis_ranks_the_outlier_layer_first(digits, outlier):
+    import nin_keras
     from nin_keras import explain_int8
     from nin_keras.verification.int8_diagnosis import format_diagnosis
 
@@ -55,6 +56,11 @@ def test_the_diagnosis_ranks_the_outlier_layer_first(digits, outlier):
     assert diagnosis.agreement < 0.3  # the whole int8 model disagrees with float on most test digits
     assert [row.layer for row in diagnosis.in_network_order()][0] == helpers.OUTLIER_CULPRIT
     assert f"--int8-float-layers {helpers.OUTLIER_CULPRIT}" in format_diagnosis(diagnosis)
+
+    # The automatic mode proposes exactly the culprit: one layer is enough to come within 5 points of float.
+    proposal = nin_keras.propose_int8_float_layers(model, _splits(digits), max_drop=0.05, diagnosis=diagnosis)
+    assert proposal.reached and proposal.layers == (helpers.OUTLIER_CULPRIT,), proposal
+    assert proposal.steps[0][1] < 0.3  # plain int8 first, at chance
 
 
 def test_keeping_the_culprit_in_float_recovers_the_accuracy(digits, outlier, tmp_path):

@@ -101,7 +101,7 @@ def _print_int8_diagnosis(model, data, result) -> None:
     report_file = Path(result.out_dir) / REPORT_FILES[0]
     saved = json.loads(report_file.read_text(encoding="utf-8")).get("int8_layers") if report_file.exists() else None
     if saved:  # the export already diagnosed the int8 model: print that, not a second run
-        fields = ("model", "agreement", "samples", "agreement_images", "single_layer")
+        fields = ("model", "agreement", "samples", "agreement_images", "single_layer", "qat")
         rows = tuple(Int8LayerRow(**{**row, "fused": tuple(row["fused"])}) for row in saved["rows"])
         diagnosis = Int8Diagnosis(**{key: saved[key] for key in fields}, rows=rows)
     else:

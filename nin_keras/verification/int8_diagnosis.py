@@ -15,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nin_keras.checks import check_bool, check_int
-from nin_keras.exporting.int8_layers import int8_debugger, quantize_with_float_nodes, quantized_tensors
+from nin_keras.checks import check_bool, check_float, check_int
+from nin_keras.exporting.int8_layers import (
+    int8_debugger,
+    quantize_with_float_nodes,
+    quantized_tensors,
+    resolve_float_layers,
+)
 from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, representative_images, training_arrays
 from nin_keras.verification.predictor import Predictor
 
@@ -82,6 +87,7 @@ class Int8Diagnosis:
     samples: int
     agreement_images: int
     single_layer: bool
+    qat: bool = False
 
     @property
     def worst(self) -> Int8LayerRow | None:
@@ -92,7 +98,7 @@ class Int8Diagnosis:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "agreement": self.agreement, "samples": self.samples,
-                "agreement_images": self.agreement_images, "single_layer": self.single_layer,
+                "agreement_images": self.agreement_images, "single_layer": self.single_layer, "qat": self.qat,
                 "measure": "own_error: RMSE of the layer's own int8 output rounding over each channel's float "
                            "std, averaged over channels (1 = the channels are rounded away)",
                 "rows": [row.to_dict() for row in self.rows]}
@@ -113,7 +119,8 @@ def explain_int8(model, data, *, num_samples: int = DEFAULT_DIAGNOSIS_SAMPLES,
             is quantized (one extra quantization and evaluation a layer). Defaults to False.
         agreement_images: raw-pixel images for the agreement. Defaults to those drawn from `data`.
         agreement_limit: at most this many agreement images. Defaults to 500.
-        qat_model: a `QATModel` to diagnose instead of post-training quantization of `model`.
+        qat_model: a `QATModel` to diagnose instead of post-training quantization of `model`. Its tensors
+            that FakeQuant already ranges arrive quantized, so only the tensors calibration ranges are listed.
 
     Returns:
         An `Int8Diagnosis`.
@@ -149,14 +156,88 @@ def explain_int8(model, data, *, num_samples: int = DEFAULT_DIAGNOSIS_SAMPLES,
     ranked = sorted(rows, key=lambda row: (-row.own_error, -row.end_to_end_error, row.position))
     return Int8Diagnosis(model=model.name, rows=tuple(ranked), agreement=whole,
                          samples=min(num_samples, len(calibration)), agreement_images=len(agreement_images),
-                         single_layer=single_layer)
+                         single_layer=single_layer, qat=qat_model is not None)
 
 
 def _agreement_images(model, data, limit: int) -> np.ndarray:
+    return _held_out(model, data, limit)[0]
+
+
+def _held_out(model, data, limit: int):
+    """(images, labels) of the validation split, else the test split, else the data itself."""
     for split in ("validation", "test"):
         if getattr(data, split, None) is not None:
-            return training_arrays(model, data, limit=limit, split=split)[0]
-    return training_arrays(model, data, limit=limit)[0]
+            return training_arrays(model, data, limit=limit, split=split)
+    return training_arrays(model, data, limit=limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class FloatLayerProposal:
+    """`propose_int8_float_layers`' answer: the layers to keep in float and the accuracies it measured.
+
+    Attributes:
+        layers: the smallest prefix of the ranking that brought int8 within `max_drop` of float (or, when
+            none did within `max_layers`, the best prefix tried; `reached` says which).
+        float_accuracy: the float model's accuracy on the held-out images.
+        steps: (layers kept float, accuracy) for each prefix tried, the plain int8 model first.
+        reached: whether the drop is within `max_drop`.
+    """
+
+    layers: tuple[str, ...]
+    float_accuracy: float
+    steps: tuple[tuple[tuple[str, ...], float], ...]
+    reached: bool
+    images: int
+
+
+def propose_int8_float_layers(model, data, *, max_drop: float = 0.01, max_layers: int = 5, diagnosis=None,
+                              calibration_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES, limit: int = 1000,
+                              qat_model=None) -> FloatLayerProposal:
+    """The fewest layers (greedily, worst first by `explain_int8`'s ranking) whose float fallback brings the
+    int8 accuracy within `max_drop` of float on held-out data (validation split, else test split, else `data`).
+
+    Args:
+        model: the Keras 3 classifier.
+        data: any form `as_splits` takes; its train split calibrates.
+        max_drop: accepted accuracy drop below float, as a fraction (0.01 = 1 point). Defaults to 0.01.
+        max_layers: the most layers tried. Defaults to 5.
+        diagnosis: an `Int8Diagnosis` of `model` already made (else one is made).
+        calibration_samples: calibration images. Defaults to 200.
+        limit: at most this many held-out images. Defaults to 1000.
+        qat_model: a `QATModel` to convert instead.
+
+    Returns:
+        A `FloatLayerProposal`; pass its `layers` as `int8_float_layers` to `nin_keras.export`.
+    """
+    max_drop = check_float("max_drop", max_drop, minimum=0.0, maximum=1.0)
+    max_layers = check_int("max_layers", max_layers, minimum=1)
+    images, labels = _held_out(model, data, limit)
+    if diagnosis is None:
+        diagnosis = explain_int8(model, data, calibration_samples=calibration_samples, agreement_images=images,
+                                 qat_model=qat_model)
+    float_accuracy = float(np.mean(np.asarray(model.predict(images, verbose=0, batch_size=64)).argmax(-1) == labels))
+    ranking = list(dict.fromkeys(row.layer for row in diagnosis.rows))
+    calibration = representative_images(model, data, num_samples=calibration_samples)
+    steps, chosen = [], ()
+    with int8_debugger(model, calibration, debug_images=calibration[:1], qat_model=qat_model) as debugger:
+        tensors = quantized_tensors(debugger, model)
+        for count in range(0, min(max_layers, len(ranking)) + 1):
+            layers = tuple(ranking[:count])
+            nodes = resolve_float_layers(tensors, layers, model.name) if layers else []
+            accuracy = _accuracy(quantize_with_float_nodes(debugger, nodes), images, labels)
+            steps.append((layers, accuracy))
+            if accuracy >= float_accuracy - max_drop:
+                chosen = layers
+                break
+    reached = bool(steps) and steps[-1][1] >= float_accuracy - max_drop
+    if not reached:
+        chosen = max(steps, key=lambda step: (step[1], -len(step[0])))[0]
+    return FloatLayerProposal(layers=chosen, float_accuracy=float_accuracy, steps=tuple(steps), reached=reached,
+                              images=len(images))
+
+
+def _accuracy(content: bytes, images, labels) -> float:
+    return _agreement(content, images, np.asarray(labels))
 
 
 def _agreement(content: bytes, images, float_top1) -> float:
@@ -193,13 +274,18 @@ def format_diagnosis(diagnosis: Int8Diagnosis, *, top: int = 10) -> str:
 def advice(diagnosis: Int8Diagnosis, *, threshold: float = 0.1) -> list[str]:
     """What to do about the worst layers, as lines of text."""
     bad = [row for row in diagnosis.rows if row.own_error >= threshold][:3]
+    if diagnosis.agreement is not None and diagnosis.agreement >= 0.99:
+        return [f"int8 agrees with float on {diagnosis.agreement:.1%} of the images: nothing to repair."]
     if not bad:
-        return ["No layer loses much to int8 (own error below 0.1 everywhere)."]
+        return [f"No layer's own int8 error reaches {threshold:g}; compare the end-to-end column to see where the "
+                "difference grows."]
     names = ",".join(row.layer for row in bad)
-    return [
+    lines = [
         f"Worst: {', '.join(row.layer for row in bad)}. What to do:",
         f"  - keep them in float in a separate file model_int8_mixed.tflite: --int8-float-layers {names} "
         "(LiteRT CPU; not for the Edge TPU)",
         "  - or int16 activations for the whole model: the tflite_int16x8 target (LiteRT CPU, reference kernels)",
-        "  - or quantization-aware training (--qat-epochs N), which learns ranges that fit the layer",
     ]
+    if not diagnosis.qat:
+        lines.append("  - or quantization-aware training (--qat-epochs N), which learns ranges that fit the layer")
+    return lines

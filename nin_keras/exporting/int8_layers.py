@@ -195,6 +195,8 @@ def resolve_float_layers(tensors: list[QuantizedTensor], float_layers, model_nam
 
 def quantize_with_float_nodes(debugger, nodes, *, io_type: str = "int8") -> bytes:
     """The calibrated model quantized to int8 except `nodes` (denylisted: float), with `io_type` I/O."""
+    if io_type != "int8":
+        raise InvalidInputError(f"io_type {io_type!r}: the mixed int8/float file has int8 input and output.")
     try:
         with silenced_native_stderr():
             content = tflite_convert.mlir_quantize(
@@ -203,8 +205,6 @@ def quantize_with_float_nodes(debugger, nodes, *, io_type: str = "int8") -> byte
                 disable_per_channel=debugger.converter._experimental_disable_per_channel)  # noqa: SLF001
     except Exception as error:
         raise ConversionError(f"Quantizing with float nodes {list(nodes)} failed: {one_line(error, 2000)}") from error
-    if io_type != "int8":
-        raise InvalidInputError(f"io_type {io_type!r}: the mixed int8/float file has int8 input and output.")
     return remember_own_tflite(bytes(content))
 
 

@@ -53,6 +53,8 @@ _EXPORTS = {
     "EXPORT_TARGETS": "nin_keras.exporting",
     # verification
     "evaluate": "nin_keras.verification",
+    "explain_int8": "nin_keras.verification.int8_diagnosis",
+    "propose_int8_float_layers": "nin_keras.verification.int8_diagnosis",
     "benchmark_inference": "nin_keras.verification",
     "benchmark_interleaved": "nin_keras.verification",
     "Predictor": "nin_keras.verification",

@@ -286,3 +286,8 @@ class Manifest(Record):
     targets: dict
     skipped: dict
     model_fingerprint: str | None = None
+
+# The int8 file with some layers kept in float (`float_layers`): LiteRT CPU only, never for the Edge TPU.
+MIXED_INT8_FILE = "model_int8_mixed.tflite"
+MIXED_INT8_TARGET = "tflite_int8_mixed"
+INT8_LAYERS_PLOT = "int8_layers.png"

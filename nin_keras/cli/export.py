@@ -32,6 +32,11 @@ def register(subparsers) -> None:
     parser.add_argument("--qat-float-layers", metavar="NAME[,NAME...]", default="",
                         help="layers tfmot cannot quantize that QAT may train without fake quantization (the "
                              "int8 converter calibrates them); the error for such a model names them")
+    parser.add_argument("--int8-float-layers", metavar="NAME[,NAME...]", default="",
+                        help="also write model_int8_mixed.tflite with these layers kept in float (LiteRT CPU; "
+                             "not for the Edge TPU); --explain-int8 ranks the candidates")
+    parser.add_argument("--explain-int8", action="store_true",
+                        help="print the int8 per-layer error table (worst first) and what to do about it")
     parser.add_argument("--representative-samples", metavar="N", type=positive_int, default=200,
                         help="training images that calibrate full-integer quantization (default 200)")
     parser.add_argument("--no-verify", action="store_true", help="skip evaluating and timing the artifacts")
@@ -59,7 +64,8 @@ def export_command(args) -> int:
     result = export(model, args.out, targets=selection, data=data, qat_epochs=args.qat_epochs,
                     qat_float_layers=float_layers,
                     representative_samples=args.representative_samples, verify=not args.no_verify,
-                    progress=True, overwrite=args.overwrite)
+                    progress=True, overwrite=args.overwrite,
+                    int8_float_layers=[name.strip() for name in args.int8_float_layers.split(",") if name.strip()])
     manifest = result.manifest
     print(f"Exported {manifest.model} to {result.out_dir}/")
     for name in selection.names:
@@ -74,8 +80,30 @@ def export_command(args) -> int:
         findings = check_edgetpu(Path(result.out_dir) / manifest.targets["edgetpu"].file)
         for line in format_findings(findings):
             print(line)
+    if args.explain_int8:
+        _print_int8_diagnosis(model, data, result)
     if result.report is not None:
         print(f"Report: {result.out_dir}/report.md")
     elif data is None and not args.no_verify:
         print("No --dataset given: artifacts were not evaluated (no report).", file=sys.stderr)
     return 0
+
+
+def _print_int8_diagnosis(model, data, result) -> None:
+    import json
+
+    from nin_keras.errors import InvalidInputError
+    from nin_keras.export_layout import REPORT_FILES
+    from nin_keras.verification.int8_diagnosis import Int8Diagnosis, Int8LayerRow, explain_int8, format_diagnosis
+
+    if data is None:
+        raise InvalidInputError("--explain-int8 needs the training data: pass --dataset.")
+    report_file = Path(result.out_dir) / REPORT_FILES[0]
+    saved = json.loads(report_file.read_text(encoding="utf-8")).get("int8_layers") if report_file.exists() else None
+    if saved:  # the export already diagnosed the int8 model: print that, not a second run
+        fields = ("model", "agreement", "samples", "agreement_images", "single_layer", "qat")
+        rows = tuple(Int8LayerRow(**{**row, "fused": tuple(row["fused"])}) for row in saved["rows"])
+        diagnosis = Int8Diagnosis(**{key: saved[key] for key in fields}, rows=rows)
+    else:
+        diagnosis = explain_int8(model, data)
+    print(format_diagnosis(diagnosis))

@@ -22,6 +22,8 @@ from nin_keras.export_layout import (
     EDGETPU_CHECK_FILE,
     EDGETPU_COMPILED_GLOB,
     EDGETPU_COMPILED_TARGET,
+    MIXED_INT8_FILE,
+    MIXED_INT8_TARGET,
     REPORT_FILES,
     TARGET_SPECS,
     Record,
@@ -85,6 +87,8 @@ def discover_artifacts(out_dir) -> list[tuple[Path, str]]:
     out_dir = Path(out_dir)
     found = [(out_dir / name, target) for name, target in ARTIFACTS if (out_dir / name).exists()]
     found += [(path, EDGETPU_COMPILED_TARGET) for path in sorted(out_dir.glob(EDGETPU_COMPILED_GLOB))]
+    if (out_dir / MIXED_INT8_FILE).exists() and all(target != MIXED_INT8_TARGET for _, target in found):
+        found.append((out_dir / MIXED_INT8_FILE, MIXED_INT8_TARGET))
     return found
 
 
@@ -261,6 +265,10 @@ def _notes(rows, edgetpu_check, reference_name) -> list[str]:
                          "(libedgetpu delegate); not evaluated on the CPU.")
         elif row.get("error"):
             notes.append(f"{row['artifact']} could not be evaluated: {row['error']}")
+    if any(row["target"] == MIXED_INT8_TARGET for row in rows):
+        notes.append(f"{MIXED_INT8_FILE} keeps the layers named by int8_float_layers in float (int8 elsewhere, int8 "
+                     "input and output): for LiteRT on the CPU only, not for the Edge TPU (its static check "
+                     "would list the float ops); model_int8.tflite and the Edge TPU file stay fully integer.")
     notes.append("Latency: median of batch-1 calls, input quantization included; throughput: images/s at "
                  "batch 32, or one by one for static batch-1 models. The machine may be shared: timings vary.")
     return notes

@@ -14,7 +14,12 @@ Everything here writes PNGs with matplotlib's Agg canvas on a `matplotlib.figure
   `nin_keras.verification.verify_export`).
 """
 
-from nin_keras.viz.figures import plot_artifact_comparison, plot_confusion_matrix, plot_training_curves
+from nin_keras.viz.figures import (
+    plot_artifact_comparison,
+    plot_confusion_matrix,
+    plot_int8_layer_errors,
+    plot_training_curves,
+)
 from nin_keras.viz.images import load_images
 from nin_keras.viz.maps import class_confidence_maps, find_gap_layer, plot_confidence_maps
 
@@ -25,5 +30,6 @@ __all__ = [
     "plot_artifact_comparison",
     "plot_confidence_maps",
     "plot_confusion_matrix",
+    "plot_int8_layer_errors",
     "plot_training_curves",
 ]

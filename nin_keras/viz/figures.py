@@ -281,3 +281,37 @@ def _as_floats(key, values) -> list[float]:
         return [float(v) for v in values]
     except (TypeError, ValueError):
         raise InvalidInputError(f"history[{key!r}] must be a list of numbers.") from None
+
+
+def plot_int8_layer_errors(rows, path, *, title: str | None = None, show: bool | None = None) -> Path:
+    """Int8 error per layer in network order, the worst highlighted (`explain_int8`'s rows or their dicts).
+
+    Args:
+        rows: dicts or objects with "layer", "position" and "own_error" (and optionally "end_to_end_error").
+        path: where to write the PNG (atomically).
+        title: figure title. Defaults to "int8 error per layer (network order)".
+        show: also display the figure inline; None (default) does so in a notebook.
+
+    Returns:
+        The path of the PNG.
+    """
+    rows = [row if isinstance(row, dict) else row.to_dict() for row in rows]
+    if not rows:
+        raise InvalidInputError("No int8 layer rows to plot (explain_int8 found no quantized tensor?).")
+    rows = sorted(rows, key=lambda row: row.get("position", 0))
+    names = [f"{row['layer']} ({row.get('op', '')})" if row.get("op") else str(row["layer"]) for row in rows]
+    own = [float(row.get("own_error") or 0.0) for row in rows]
+    inherited = [float(row.get("end_to_end_error") or 0.0) for row in rows]
+    worst = int(np.argmax(own))
+    figure = new_figure(max(6.0, 0.5 * len(rows) + 3), 4.5)
+    axes = figure.subplots()
+    positions = np.arange(len(rows))
+    colors = ["tab:red" if index == worst else "tab:blue" for index in positions]
+    axes.bar(positions, own, color=colors, label="own int8 error (ranks the layers)")
+    axes.plot(positions, inherited, "k.--", alpha=0.6, label="end-to-end error (inherited included)")
+    axes.set_xticks(positions, labels=names, rotation=60, ha="right", fontsize=8)
+    axes.set_ylabel("RMSE / float std")
+    axes.set_title(title or f"int8 error per layer (network order); worst: {rows[worst]['layer']}")
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend(fontsize=8)
+    return save_figure(figure, path, show=show)

@@ -12,11 +12,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nin_keras._atomic import write_json
+import json
+
+from nin_keras._atomic import write_bytes, write_json, write_text
 from nin_keras.checks import check_int
 from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
-from nin_keras.export_layout import INT8_CHOICE_FILE, Record
+from nin_keras.export_layout import (
+    INT8_CHOICE_FILE,
+    INT8_LAYERS_PLOT,
+    LABELS_FILE,
+    MIXED_INT8_FILE,
+    REPORT_FILES,
+    Record,
+)
+from nin_keras.exporting.converter import float32_model
+from nin_keras.exporting.int8_layers import mixed_int8_tflite
+from nin_keras.exporting.metadata import with_metadata
+from nin_keras.exporting.targets import classifier_metadata
 from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
 from nin_keras.exporting.folder import check_export_folder
 from nin_keras.models import check_data_fits, check_image_classifier, load_model, with_input_size
@@ -28,6 +41,9 @@ from nin_keras.quantization import (
     representative_images,
 )
 from nin_keras.verification import ReportRow, evaluate, verify_export
+from nin_keras.verification.int8_diagnosis import explain_int8 as diagnose_int8
+from nin_keras.verification.int8_diagnosis import format_diagnosis
+from nin_keras.viz.figures import plot_int8_layer_errors
 
 DEFAULT_EXPORT_ROOT = "export"
 
@@ -53,7 +69,7 @@ class ExportResult(Record):
 def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0, learning_rate: float | None = None,
            qat_float_layers=(), representative_samples: int | None = None, class_names=None, verify: bool = True,
            keep_better_int8: bool = True, progress=True, input_size=None,
-           overwrite: bool = False) -> ExportResult:
+           overwrite: bool = False, int8_float_layers=(), explain_int8: bool = True) -> ExportResult:
     """Exports a model to the chosen targets, quantizing and verifying as asked.
 
     Args:
@@ -87,6 +103,13 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
             model left there are kept, and a folder holding another model's export is refused before any work
             (unless this export rewrites every target it holds). Defaults to False.
 
+        int8_float_layers: Keras layers to keep in float in a separate model_int8_mixed.tflite (int8 elsewhere;
+            the layers reading them are kept float too); model_int8.tflite and the Edge TPU file stay fully
+            integer. Needs a full-integer target and data. Defaults to none.
+        explain_int8: with a full-integer target and data, diagnose the int8 model per layer
+            (`nin_keras.explain_int8`, without the per-layer agreement) into report.json/report.md and
+            int8_layers.png. Defaults to True.
+
     Returns:
         An `ExportResult`: out_dir, manifest (see `nin_keras.exporting.export_targets`), report (the
         verification rows, or None without data / with verify=False) and int8_choice (None unless QAT was
@@ -113,6 +136,14 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     if qat_epochs > 0 and data is None:
         raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (the training dataset).")
 
+    fallback = [int8_float_layers] if isinstance(int8_float_layers, str) else list(int8_float_layers or ())
+    if fallback and (not integer_targets or data is None):
+        raise InvalidInputError("int8_float_layers makes model_int8_mixed.tflite beside the full-integer targets: add "
+                                "tflite_int8 (or edgetpu) to targets and pass data=, or leave int8_float_layers out.")
+    unknown = [name for name in fallback if name not in {layer.name for layer in model.layers}]
+    if unknown:  # before any slow work; which of them the converter quantizes is checked on conversion
+        raise InvalidInputError(f"int8_float_layers names {unknown}, which are not layers of {model.name!r}; "
+                                f"choose among {[layer.name for layer in model.layers]}.")
     # One display for the whole job: QAT's epochs, the targets written and the checks show in one place.
     with progress_to(progress, stream=sys.stderr) as display:
         qat_model, int8_choice = None, None
@@ -128,9 +159,15 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         manifest = export_targets(model, out_dir, targets=selection, data=data, qat_model=qat_model,
                                   class_names=class_names, representative_samples=representative_samples,
                                   progress=display, overwrite=overwrite)
+        diagnosis = None
+        if integer_targets and data is not None:
+            diagnosis = _int8_extras(model, out_dir, data, qat_model, fallback, representative_samples,
+                                     explain=explain_int8, display=display)
         report = None
         if verify and data is not None:
             report = tuple(verify_export(out_dir, data, reference_model=model, progress=display))
+            if diagnosis is not None:
+                _add_diagnosis_to_report(out_dir, diagnosis)
     if int8_choice is not None:
         write_json(out_dir / INT8_CHOICE_FILE, int8_choice)
     return ExportResult(str(out_dir), manifest, report, int8_choice)
@@ -161,3 +198,46 @@ def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, dis
     display.log(f"int8 on the validation split: QAT {scores['qat']:.2%}, post-training {scores['ptq']:.2%}: "
                 f"exporting the {'QAT' if chosen == 'qat' else 'post-training'} model")
     return {"chosen": chosen, "validation_accuracy": scores, "split": "validation"}
+
+
+def _int8_extras(model, out_dir: Path, data, qat_model, fallback, representative_samples, *, explain, display):
+    """Writes model_int8_mixed.tflite (when `fallback` names layers) and the per-layer diagnosis; returns it."""
+    if fallback:
+        images = representative_images(model, data,
+                                       num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
+        content, nodes = mixed_int8_tflite(model, images, fallback, qat_model=qat_model)
+        write_bytes(out_dir / MIXED_INT8_FILE, _with_mixed_metadata(content, model, out_dir, fallback))
+        display.log(f"{MIXED_INT8_FILE}: {', '.join(fallback)} kept in float ({len(nodes)} converter nodes)")
+    if not explain:
+        return None
+    diagnosis = diagnose_int8(model, data, qat_model=qat_model,
+                              calibration_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
+    plot_int8_layer_errors(diagnosis.rows, out_dir / INT8_LAYERS_PLOT, show=False)
+    display.log(f"int8 per-layer error: worst {diagnosis.worst.layer} ({diagnosis.worst.own_error:.3f}); "
+                f"see {INT8_LAYERS_PLOT}" if diagnosis.worst else "int8 per-layer error: no quantized tensor")
+    return diagnosis
+
+
+def _add_diagnosis_to_report(out_dir: Path, diagnosis) -> None:
+    json_file, markdown_file = REPORT_FILES
+    report = json.loads((out_dir / json_file).read_text(encoding="utf-8"))
+    report["int8_layers"] = diagnosis.to_dict()
+    write_json(out_dir / json_file, report)
+    markdown = (out_dir / markdown_file).read_text(encoding="utf-8")
+    section = (f"\n## int8 error per layer\n\n![int8 error per layer]({INT8_LAYERS_PLOT})\n\n```\n"
+               f"{format_diagnosis(diagnosis)}\n```\n")
+    write_text(out_dir / markdown_file, markdown.rstrip("\n") + "\n" + section)
+
+
+def _with_mixed_metadata(content: bytes, model, out_dir: Path, fallback) -> bytes:
+    """`content` with the metadata the other .tflite files carry (labels.txt's names), described as mixed."""
+    labels = out_dir / LABELS_FILE
+    class_names = labels.read_text(encoding="utf-8").splitlines() if labels.exists() else None
+    metadata = classifier_metadata(float32_model(model), "tflite_int8", class_names)
+    if metadata is None:
+        return content
+    metadata = dataclasses.replace(
+        metadata, description=f"Network In Network image classifier ({model.name}), int8 with {', '.join(fallback)} "
+                              "kept in float, int8 input/output (LiteRT CPU; not for the Edge TPU). "
+                              "Takes raw pixels 0..255; gives one probability per class.")
+    return with_metadata(content, metadata)

@@ -43,6 +43,8 @@ class TargetSpec:
         requires: modules of an optional dependency the target needs (imported by name).
         extra: the pip extra that installs `requires`.
         in_all: `--targets all` writes it (False: opt-in, named on its own).
+        full_int8: int8 weights and activations: quantize-aware training converts for it, and the per-layer
+            int8 report describes it.
     """
 
     name: str
@@ -53,6 +55,7 @@ class TargetSpec:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     in_all: bool = True
+    full_int8: bool = False
 
     def missing(self) -> str | None:
         """Why this target cannot be exported here (its optional dependency is not installed), or None."""
@@ -85,14 +88,16 @@ TARGET_SPECS: "OrderedDict[str, TargetSpec]" = _specs(
     TargetSpec("tflite_dynamic", "model_dynamic.tflite", "int8 weights, float activations, float32 I/O",
                "LiteRT on CPU; MediaPipe Tasks (RGB models)"),
     TargetSpec("tflite_int8", "model_int8.tflite", "full integer, int8 input/output (QAT or PTQ)",
-               "LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)", needs_data=True),
+               "LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)", needs_data=True,
+               full_int8=True),
     TargetSpec("tflite_int16x8", "model_int16x8.tflite",
                "int8 weights, int16 activations, float32 input/output (PTQ; reference kernels)",
                "LiteRT C++/Java/Python on CPU, reference kernels only (no XNNPACK, GPU delegate or Edge TPU): "
                "for models int8 loses accuracy on", needs_data=True, in_all=False),
     TargetSpec("edgetpu", "model_edgetpu_ready.tflite",
                "full integer, uint8 input/output, batch 1 static; edgetpu_check.json beside it",
-               "Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)", needs_data=True),
+               "Coral Edge TPU (after edgetpu_compiler); MediaPipe Tasks (RGB models, uint8 input)", needs_data=True,
+               full_int8=True),
 )
 # Export target -> its file (or folder), read from TARGET_SPECS.
 TARGET_FILES: "OrderedDict[str, str]" = OrderedDict((name, spec.file) for name, spec in TARGET_SPECS.items())

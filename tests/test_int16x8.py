@@ -75,3 +75,14 @@ def test_cli_exports_int16x8_with_the_digits_dataset(trained_digits_model, tmp_p
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     row = next(row for row in report["rows"] if row["target"] == "tflite_int16x8")
     assert row["artifact"] == INT16X8_FILE and row["agreement"] >= 0.95 and not row.get("error"), row
+
+
+def test_qat_is_refused_for_an_int16x8_only_export(trained_digits_model, digits, tmp_path):
+    """QAT's ranges are 8-bit and tflite_int16x8 is converted from the float model: training for it alone
+    would spend epochs on nothing, so it is refused before any work, naming the targets QAT serves."""
+    from nin_keras.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"only affects the full-integer targets \(tflite_int8, edgetpu\)"):
+        nin_keras.export(trained_digits_model, tmp_path / "out", targets="tflite_int16x8", data=digits[0],
+                         qat_epochs=1, progress=False)
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ from nin_keras.export_layout import (
     LABELS_FILE,
     MIXED_INT8_FILE,
     REPORT_FILES,
+    TARGET_SPECS,
     Record,
 )
 from nin_keras.exporting.converter import float32_model
@@ -120,7 +121,8 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
     model = with_input_size(model, input_size)  # exports need a static size
     check_image_classifier(model)
     selection = select_targets(targets)  # parsed once: export_targets takes the selection as it is
-    integer_targets = check_export_data(selection.names, data)
+    check_export_data(selection.names, data)
+    integer_targets = [name for name in selection.names if TARGET_SPECS[name].full_int8]  # what QAT is for
     if data is not None:
         check_data_fits(model, data)  # before any slow work
     qat_epochs = check_int("qat_epochs", qat_epochs, minimum=0)

@@ -26,6 +26,7 @@ from nin_keras.export_layout import (
     REPORT_FILES,
     TARGET_SPECS,
     Record,
+    read_labels,
 )
 from nin_keras.exporting.converter import float32_model
 from nin_keras.exporting.int8_layers import mixed_int8_tflite
@@ -234,7 +235,7 @@ def _add_diagnosis_to_report(out_dir: Path, diagnosis) -> None:
 def _with_mixed_metadata(content: bytes, model, out_dir: Path, fallback) -> bytes:
     """`content` with the metadata the other .tflite files carry (labels.txt's names), described as mixed."""
     labels = out_dir / LABELS_FILE
-    class_names = labels.read_text(encoding="utf-8").splitlines() if labels.exists() else None
+    class_names = read_labels(labels) if labels.exists() else None
     metadata = classifier_metadata(float32_model(model), "tflite_int8", class_names)
     if metadata is None:
         return content

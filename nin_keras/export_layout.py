@@ -90,6 +90,10 @@ TARGET_SPECS: "OrderedDict[str, TargetSpec]" = _specs(
     TargetSpec("tflite_int8", "model_int8.tflite", "full integer, int8 input/output (QAT or PTQ)",
                "LiteRT C++/Java/Python on CPU, int8 end to end (not MediaPipe: int8 input)", needs_data=True,
                full_int8=True),
+    TargetSpec("tflite_int8_mixed", "model_int8_mixed.tflite",
+               "int8 except the layers named by int8_float_layers (kept in float), int8 input/output",
+               "LiteRT C++/Java/Python on CPU (not the Edge TPU: float ops; not MediaPipe: int8 input); written "
+               "when layers are named", needs_data=True, in_all=False),
     TargetSpec("tflite_int16x8", "model_int16x8.tflite",
                "int8 weights, int16 activations, float32 input/output (PTQ; reference kernels)",
                "LiteRT C++/Java/Python on CPU, reference kernels only (no XNNPACK, GPU delegate or Edge TPU): "
@@ -292,7 +296,7 @@ class Manifest(Record):
     skipped: dict
     model_fingerprint: str | None = None
 
-# The int8 file with some layers kept in float (`float_layers`): LiteRT CPU only, never for the Edge TPU.
-MIXED_INT8_FILE = "model_int8_mixed.tflite"
+# The int8 file with some layers kept in float (`int8_float_layers`): LiteRT CPU only, never for the Edge TPU.
 MIXED_INT8_TARGET = "tflite_int8_mixed"
+MIXED_INT8_FILE = TARGET_SPECS[MIXED_INT8_TARGET].file
 INT8_LAYERS_PLOT = "int8_layers.png"

@@ -32,9 +32,10 @@ def test_registry_attaches_one_writer_to_each_spec():
         assert {f.name: getattr(target, f.name) for f in dataclasses.fields(TARGET_SPECS[name])} == \
             dataclasses.asdict(TARGET_SPECS[name])
         assert target.file == export_layout.TARGET_FILES[name] and target.description and target.clients
-    assert [name for name, target in EXPORT_TARGETS.items() if target.needs_data] == ["tflite_int8", "tflite_int16x8",
-                                                                                       "edgetpu"]
-    assert [name for name, target in EXPORT_TARGETS.items() if not target.in_all] == ["tflite_int16x8"]
+    assert [name for name, target in EXPORT_TARGETS.items() if target.needs_data] == [
+        "tflite_int8", "tflite_int8_mixed", "tflite_int16x8", "edgetpu"]
+    assert [name for name, target in EXPORT_TARGETS.items() if not target.in_all] == ["tflite_int8_mixed",
+                                                                                      "tflite_int16x8"]
     assert EXPORT_TARGETS["onnx"].requires == ("tf2onnx", "onnx", "onnxruntime")
 
 

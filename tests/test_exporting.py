@@ -28,7 +28,7 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "nin"
     opt_in = [name for name, target in EXPORT_TARGETS.items() if not target.in_all]  # "all" leaves them out
     manifest = export_targets(model, out, targets=["all", *opt_in], data=random_data(48), class_names=CLASS_NAMES,
-                              representative_samples=32, progress=False)
+                              representative_samples=32, progress=False, int8_float_layers=["mlpconv3_mlp2_relu"])
     return model, out, manifest
 
 

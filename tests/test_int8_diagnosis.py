@@ -110,6 +110,20 @@ def test_an_int8_export_writes_the_layer_table_the_plot_and_the_mixed_file(digit
     assert mixed["accuracy"] >= float_accuracy - 0.05 and mixed["latency_ms_batch1_median"] is not None
     assert any("not for the Edge TPU" in note for note in report["notes"])
     assert mixed["metadata"] is not None and mixed["metadata"] == rows["model_int8.tflite"]["metadata"]  # labels too
+    manifest = json.loads((out / "manifest.json").read_text())  # a target of the registry, listed like the others
+    assert manifest["targets"]["tflite_int8_mixed"]["file"] == "model_int8_mixed.tflite"
+    assert manifest["targets"]["tflite_int8_mixed"]["float_layers"] == [helpers.OUTLIER_CULPRIT]  # details, flat
+
+
+def test_the_mixed_target_without_layers_is_refused_before_any_work(outlier, tmp_path):
+    import nin_keras
+    from nin_keras.errors import InvalidInputError
+
+    model, _ = outlier
+    with pytest.raises(InvalidInputError, match="name them with int8_float_layers="):
+        nin_keras.export(model, tmp_path / "export", targets="tflite_int8_mixed", data=(np.zeros((4, 8, 8, 1)),
+                         np.arange(4)), progress=False)
+    assert not (tmp_path / "export").exists()
 
 
 def test_the_cli_prints_the_ranked_table(outlier, tmp_path, capsys):

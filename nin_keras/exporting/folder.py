@@ -34,6 +34,7 @@ from nin_keras.errors import InvalidInputError, NinKerasError, NotAFolderError, 
 from nin_keras.export_layout import (
     EDGETPU_COMPILED_GLOB,
     INT8_CHOICE_FILE,
+    MIXED_INT8_TARGET,
     REPORT_FILES,
     TARGET_SPECS,
     check_class_names,
@@ -56,7 +57,7 @@ from nin_keras.quantization.data import DEFAULT_REPRESENTATIVE_SAMPLES, represen
 
 def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, class_names=None,
                    representative_samples: int | None = None, progress: bool = True,
-                   overwrite: bool = False) -> Manifest:
+                   overwrite: bool = False, int8_float_layers=()) -> Manifest:
     """Writes `targets` of `model` into `out_dir` and returns the manifest (also written as manifest.json).
 
     Args:
@@ -77,6 +78,8 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
         overwrite: replace `out_dir` whole (nothing of what it held is kept). Without it, a folder holding an
             export of another model (other weights, input shape or classes) is refused before anything is
             written, unless this export rewrites every target it holds. Defaults to False.
+        int8_float_layers: Keras layer names the tflite_int8_mixed target keeps in float (it is added to the
+            targets when layers are named). `nin_keras.explain_int8` ranks the candidates.
 
     Returns:
         The `Manifest`: model name, input shape, classes, per target a `ManifestEntry` (file, size, input/output
@@ -90,7 +93,7 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
         ConversionError: the converter failed (its message is carried).
         StorageError: the folder could not be written (no space left, read-only); `out_dir` is unchanged.
     """
-    selection = select_targets(targets)
+    selection = with_int8_float_layers(select_targets(targets), int8_float_layers)
     names = selection.names
     input_shape, num_classes = check_image_classifier(model)
     needs_data = check_export_data(names, data)
@@ -112,7 +115,8 @@ def export_targets(model, out_dir, *, targets="all", data=None, qat_model=None, 
         try:
             work_dir = staging_dir(folder, kind="work")
             context = ExportContext(model=model, representative_images=images, qat_model=qat_model,
-                                    work_dir=work_dir, float_model=float32_model(model), class_names=class_names)
+                                    work_dir=work_dir, float_model=float32_model(model), class_names=class_names,
+                                    int8_float_layers=tuple(_layer_names(int8_float_layers)))
             entries = _write_targets(context, names, selection.skipped, staging, progress)
             write_labels(staging, class_names)
             manifest = Manifest(
@@ -153,6 +157,24 @@ def _write_targets(context: ExportContext, names, skipped: dict, staging: Path, 
             display.log(f"  {name:<15} {entry.file:<28} {format_size(entry.size_bytes):>10}  "
                         f"{entries[name].seconds:6.1f} s")
     return entries
+
+
+def _layer_names(layers) -> list[str]:
+    return [layers] if isinstance(layers, str) else [str(name) for name in layers or ()]
+
+
+def with_int8_float_layers(selection, int8_float_layers):
+    """`selection` with tflite_int8_mixed added when `int8_float_layers` names layers; refused the other way
+    round (the target selected with no layers to keep in float)."""
+    layers = _layer_names(int8_float_layers)
+    if layers and MIXED_INT8_TARGET not in selection.names:
+        wanted = set(selection.names) | {MIXED_INT8_TARGET}
+        return dataclasses.replace(selection, names=tuple(name for name in EXPORT_TARGETS if name in wanted))
+    if not layers and MIXED_INT8_TARGET in selection.names:
+        raise InvalidInputError(f"{MIXED_INT8_TARGET} keeps chosen layers in float: name them with "
+                                "int8_float_layers= (nin_keras.explain_int8 ranks the candidates), or leave the "
+                                "target out.")
+    return selection
 
 
 def check_export_data(names, data) -> list[str]:

@@ -37,6 +37,7 @@ from nin_keras.export_layout import (
 )
 from nin_keras.exporting.converter import CLASS_ID_NAME, INPUT_NAME, OUTPUT_NAME, to_tflite, write_serving_saved_model
 from nin_keras.exporting.edgetpu import check_edgetpu, run_edgetpu_compiler
+from nin_keras.exporting.int8_layers import mixed_int8_tflite
 from nin_keras.exporting.metadata import (
     ClassifierMetadata,
     describe_metadata,
@@ -89,6 +90,7 @@ class ExportContext:
         qat_model: a `QATModel` (full-integer targets use it when given), or None.
         work_dir: a scratch folder (outside the export) for the SavedModels the converter reads.
         class_names: one name per class, packed into every .tflite with its metadata (None: no metadata).
+        int8_float_layers: Keras layer names tflite_int8_mixed keeps in float.
     """
 
     model: object
@@ -97,6 +99,7 @@ class ExportContext:
     qat_model: object = None
     work_dir: Path | None = None
     class_names: list | None = None
+    int8_float_layers: tuple = ()
     _saved_models: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -249,6 +252,21 @@ def export_tflite_int8(context: ExportContext, out_dir) -> ManifestEntry:
     data = context.tflite("int8", use_qat=True)
     return _write_tflite("tflite_int8", data, out_dir, context, precision="full int8",
                          quantization="qat" if context.qat_model is not None else "ptq")
+
+
+@_writes("tflite_int8_mixed")
+def export_tflite_int8_mixed(context: ExportContext, out_dir) -> ManifestEntry:
+    """model_int8_mixed.tflite: int8 except `int8_float_layers` (and the ops reading them), kept in float."""
+    _require_data(context, "tflite_int8_mixed")
+    layers = list(context.int8_float_layers)
+    if not layers:
+        raise InvalidInputError("tflite_int8_mixed keeps chosen layers in float: name them with int8_float_layers= "
+                                "(nin_keras.explain_int8 ranks the candidates), or leave the target out.")
+    data, nodes = mixed_int8_tflite(context.float_model, context.representative_images, layers,
+                                    qat_model=context.qat_model)
+    return _write_tflite("tflite_int8_mixed", data, out_dir, context, precision=f"int8, float: {', '.join(layers)}",
+                         quantization="qat" if context.qat_model is not None else "ptq", float_layers=layers,
+                         float_nodes=len(nodes))
 
 
 @_writes("tflite_int16x8")

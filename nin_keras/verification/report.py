@@ -87,8 +87,6 @@ def discover_artifacts(out_dir) -> list[tuple[Path, str]]:
     out_dir = Path(out_dir)
     found = [(out_dir / name, target) for name, target in ARTIFACTS if (out_dir / name).exists()]
     found += [(path, EDGETPU_COMPILED_TARGET) for path in sorted(out_dir.glob(EDGETPU_COMPILED_GLOB))]
-    if (out_dir / MIXED_INT8_FILE).exists() and all(target != MIXED_INT8_TARGET for _, target in found):
-        found.append((out_dir / MIXED_INT8_FILE, MIXED_INT8_TARGET))
     return found
 
 

@@ -8,32 +8,24 @@ It spans three stages, so it lives here rather than in one of them: quantization
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import tempfile
 from pathlib import Path
 
-import json
-
-from nin_keras._atomic import write_bytes, write_json, write_text
+from nin_keras._atomic import write_json, write_text
 from nin_keras.checks import check_int
 from nin_keras.display import progress_to
 from nin_keras.errors import InvalidInputError
 from nin_keras.export_layout import (
     INT8_CHOICE_FILE,
     INT8_LAYERS_PLOT,
-    LABELS_FILE,
-    MIXED_INT8_FILE,
     REPORT_FILES,
     TARGET_SPECS,
     Record,
-    read_labels,
 )
-from nin_keras.exporting.converter import float32_model
-from nin_keras.exporting.int8_layers import mixed_int8_tflite
-from nin_keras.exporting.metadata import with_metadata
-from nin_keras.exporting.targets import classifier_metadata
 from nin_keras.exporting import Manifest, check_export_data, export_targets, select_targets, to_tflite
-from nin_keras.exporting.folder import check_export_folder
+from nin_keras.exporting.folder import check_export_folder, with_int8_float_layers
 from nin_keras.models import check_data_fits, check_image_classifier, load_model, with_input_size
 from nin_keras.quantization import (
     DEFAULT_LEARNING_RATE,
@@ -121,7 +113,8 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         model = load_model(model)
     model = with_input_size(model, input_size)  # exports need a static size
     check_image_classifier(model)
-    selection = select_targets(targets)  # parsed once: export_targets takes the selection as it is
+    # parsed once (tflite_int8_mixed added when layers are named): export_targets takes it as it is
+    selection = with_int8_float_layers(select_targets(targets), int8_float_layers)
     check_export_data(selection.names, data)
     integer_targets = [name for name in selection.names if TARGET_SPECS[name].full_int8]  # what QAT is for
     if data is not None:
@@ -140,9 +133,6 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         raise InvalidInputError("qat_epochs > 0 needs training data: pass data= (the training dataset).")
 
     fallback = [int8_float_layers] if isinstance(int8_float_layers, str) else list(int8_float_layers or ())
-    if fallback and (not integer_targets or data is None):
-        raise InvalidInputError("int8_float_layers makes model_int8_mixed.tflite beside the full-integer targets: add "
-                                "tflite_int8 (or edgetpu) to targets and pass data=, or leave int8_float_layers out.")
     unknown = [name for name in fallback if name not in {layer.name for layer in model.layers}]
     if unknown:  # before any slow work; which of them the converter quantizes is checked on conversion
         raise InvalidInputError(f"int8_float_layers names {unknown}, which are not layers of {model.name!r}; "
@@ -161,11 +151,11 @@ def export(model, out_dir=None, *, targets="all", data=None, qat_epochs: int = 0
         display.log(f"Exporting {model.name} to {out_dir}/")
         manifest = export_targets(model, out_dir, targets=selection, data=data, qat_model=qat_model,
                                   class_names=class_names, representative_samples=representative_samples,
-                                  progress=display, overwrite=overwrite)
+                                  progress=display, overwrite=overwrite, int8_float_layers=fallback)
         diagnosis = None
         if integer_targets and data is not None:
-            diagnosis = _int8_extras(model, out_dir, data, qat_model, fallback, representative_samples,
-                                     explain=explain_int8, display=display)
+            diagnosis = _int8_diagnosis(model, out_dir, data, qat_model, representative_samples,
+                                        explain=explain_int8, display=display)
         report = None
         if verify and data is not None:
             report = tuple(verify_export(out_dir, data, reference_model=model, progress=display))
@@ -203,14 +193,8 @@ def _compare_qat_with_ptq(model, qat_model, data, representative_samples, *, dis
     return {"chosen": chosen, "validation_accuracy": scores, "split": "validation"}
 
 
-def _int8_extras(model, out_dir: Path, data, qat_model, fallback, representative_samples, *, explain, display):
-    """Writes model_int8_mixed.tflite (when `fallback` names layers) and the per-layer diagnosis; returns it."""
-    if fallback:
-        images = representative_images(model, data,
-                                       num_samples=representative_samples or DEFAULT_REPRESENTATIVE_SAMPLES)
-        content, nodes = mixed_int8_tflite(model, images, fallback, qat_model=qat_model)
-        write_bytes(out_dir / MIXED_INT8_FILE, _with_mixed_metadata(content, model, out_dir, fallback))
-        display.log(f"{MIXED_INT8_FILE}: {', '.join(fallback)} kept in float ({len(nodes)} converter nodes)")
+def _int8_diagnosis(model, out_dir: Path, data, qat_model, representative_samples, *, explain, display):
+    """The per-layer int8 diagnosis, its plot written into `out_dir`; None when not asked for."""
     if not explain:
         return None
     diagnosis = diagnose_int8(model, data, qat_model=qat_model,
@@ -230,17 +214,3 @@ def _add_diagnosis_to_report(out_dir: Path, diagnosis) -> None:
     section = (f"\n## int8 error per layer\n\n![int8 error per layer]({INT8_LAYERS_PLOT})\n\n```\n"
                f"{format_diagnosis(diagnosis)}\n```\n")
     write_text(out_dir / markdown_file, markdown.rstrip("\n") + "\n" + section)
-
-
-def _with_mixed_metadata(content: bytes, model, out_dir: Path, fallback) -> bytes:
-    """`content` with the metadata the other .tflite files carry (labels.txt's names), described as mixed."""
-    labels = out_dir / LABELS_FILE
-    class_names = read_labels(labels) if labels.exists() else None
-    metadata = classifier_metadata(float32_model(model), "tflite_int8", class_names)
-    if metadata is None:
-        return content
-    metadata = dataclasses.replace(
-        metadata, description=f"Network In Network image classifier ({model.name}), int8 with {', '.join(fallback)} "
-                              "kept in float, int8 input/output (LiteRT CPU; not for the Edge TPU). "
-                              "Takes raw pixels 0..255; gives one probability per class.")
-    return with_metadata(content, metadata)

@@ -15,6 +15,7 @@ bytes, crafted or of the wrong shape, and `FileNotFoundError` naming the expecte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -137,6 +138,33 @@ def _parse_idx_header(stream, path: Path, expected_ndim: int | None) -> IdxHeade
     return IdxHeader(shape, np.dtype(_IDX_DTYPES[magic[2]]), 4 + 4 * ndim)
 
 
+@contextlib.contextmanager
+def _idx_stream(path: Path):
+    """Yields (stream, the most data bytes the file can hold); damage met while reading it (a bad gzip
+    stream, an I/O error) becomes InvalidInputError naming the file."""
+    try:
+        stream, capacity = _open_idx(path)
+        with stream:
+            yield stream, capacity
+    except InvalidInputError:
+        raise
+    except _CORRUPT_ERRORS as error:
+        raise InvalidInputError(
+            f"{path} is not a readable IDX file (truncated or corrupt?): {type(error).__name__}: {error}"
+        ) from None
+
+
+def _checked_header(stream, capacity: int, path: Path, expected_ndim: int | None) -> IdxHeader:
+    """The header at the start of `stream`, refused when it announces more data than the file can hold."""
+    header = _parse_idx_header(stream, path, expected_ndim)
+    if header.nbytes > capacity - header.offset:
+        raise InvalidInputError(
+            f"{path} is truncated or crafted: its header announces shape {header.shape} ({header.nbytes} bytes of "
+            f"data), more than a {path.stat().st_size}-byte file can hold. Download the file again."
+        )
+    return header
+
+
 def read_idx_header(path, *, expected_ndim: int | None = None) -> IdxHeader:
     """Reads only the header of an IDX file (gzipped or not) and checks that the file can hold the data it
     announces; nothing of the announced size is read or allocated.
@@ -146,47 +174,24 @@ def read_idx_header(path, *, expected_ndim: int | None = None) -> IdxHeader:
             can hold (a truncated or crafted file).
     """
     path = Path(path)
-    try:
-        stream, capacity = _open_idx(path)
-        with stream:
-            header = _parse_idx_header(stream, path, expected_ndim)
-    except InvalidInputError:
-        raise
-    except _CORRUPT_ERRORS as error:
-        raise InvalidInputError(
-            f"{path} is not a readable IDX file (truncated or corrupt?): {type(error).__name__}: {error}"
-        ) from None
-    if header.nbytes > capacity - header.offset:
-        raise InvalidInputError(
-            f"{path} is truncated or crafted: its header announces shape {header.shape} ({header.nbytes} bytes of "
-            f"data), more than a {path.stat().st_size}-byte file can hold. Download the file again."
-        )
-    return header
+    with _idx_stream(path) as (stream, capacity):
+        return _checked_header(stream, capacity, path, expected_ndim)
 
 
 def read_idx(path, *, expected_ndim: int | None = None) -> np.ndarray:
     """Reads one IDX file (gzipped or not) and returns its array.
 
-    The header is checked against the file's size first, then the data is read in chunks, so memory never
-    exceeds what the file really holds.
+    The header is checked against the file's size first, then the data is read in chunks from the same
+    stream, so memory never exceeds what the file really holds.
 
     Raises:
         InvalidInputError: bad magic number, wrong number of dimensions, or a size that does not match the
             header (a truncated or crafted file).
     """
     path = Path(path)
-    header = read_idx_header(path, expected_ndim=expected_ndim)
-    try:
-        stream, _ = _open_idx(path)
-        with stream:
-            _parse_idx_header(stream, path, expected_ndim)
-            data = _read_exactly(stream, header.nbytes, source=str(path), what=f"shape {header.shape}")
-    except InvalidInputError:
-        raise
-    except _CORRUPT_ERRORS as error:
-        raise InvalidInputError(
-            f"{path} is not a readable IDX file (truncated or corrupt?): {type(error).__name__}: {error}"
-        ) from None
+    with _idx_stream(path) as (stream, capacity):
+        header = _checked_header(stream, capacity, path, expected_ndim)
+        data = _read_exactly(stream, header.nbytes, source=str(path), what=f"shape {header.shape}")
     array = np.frombuffer(data, dtype=header.dtype).reshape(header.shape)
     return array.astype(header.dtype.newbyteorder("="), copy=False)
 

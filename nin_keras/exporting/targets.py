@@ -258,10 +258,7 @@ def export_tflite_int8(context: ExportContext, out_dir) -> ManifestEntry:
 def export_tflite_int8_mixed(context: ExportContext, out_dir) -> ManifestEntry:
     """model_int8_mixed.tflite: int8 except `int8_float_layers` (and the ops reading them), kept in float."""
     _require_data(context, "tflite_int8_mixed")
-    layers = list(context.int8_float_layers)
-    if not layers:
-        raise InvalidInputError("tflite_int8_mixed keeps chosen layers in float: name them with int8_float_layers= "
-                                "(nin_keras.explain_int8 ranks the candidates), or leave the target out.")
+    layers = list(context.int8_float_layers)  # never empty: export_targets refuses the target without layers
     data, nodes = mixed_int8_tflite(context.float_model, context.representative_images, layers,
                                     qat_model=context.qat_model)
     return _write_tflite("tflite_int8_mixed", data, out_dir, context, precision=f"int8, float: {', '.join(layers)}",

@@ -57,6 +57,7 @@ _EXPORTS = {
     "propose_int8_float_layers": "nin_keras.verification.int8_diagnosis",
     "benchmark_inference": "nin_keras.verification",
     "benchmark_interleaved": "nin_keras.verification",
+    "rank_by_latency": "nin_keras.verification",
     "Predictor": "nin_keras.verification",
     "report_table": "nin_keras.verification",
     # viz

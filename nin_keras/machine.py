@@ -44,6 +44,35 @@ def cpu_flags() -> set[str]:
     return set(cpu_info().get("flags", "").split())
 
 
+# Instruction sets that decide int8 and bfloat16 speed on a CPU, in the words reports use. int8 kernels gain
+# most from 8-bit dot products (VNNI on x86, dotprod/i8mm on Arm); without them they widen to 16 bits.
+_ISA_FLAGS = (("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx512_bf16", "BF16"),
+              ("amx_int8", "AMX-INT8"), ("amx_bf16", "AMX-BF16"), ("asimddp", "dotprod"), ("i8mm", "i8mm"))
+
+
+def describe_isa(flags: set[str] | None = None) -> str:
+    """The CPU's vector instruction sets that matter for int8/bf16 speed, short: "AVX2, no VNNI",
+    "AVX-512 + VNNI + BF16", "NEON + dotprod"; "unknown" where the flags cannot be read."""
+    flags = cpu_flags() if flags is None else flags
+    if not flags:
+        return "unknown"
+    found = [name for flag, name in _ISA_FLAGS if flag in flags]
+    if "AVX-512" in found:
+        base = "AVX-512"
+        found.remove("AVX-512")
+    elif "avx2" in flags:
+        base = "AVX2"
+    elif {"asimd", "neon"} & flags:
+        base = "NEON"
+    else:
+        base = "no AVX2"
+    dot_product = {"VNNI", "AVX-VNNI", "AMX-INT8", "dotprod", "i8mm"} & set(found)
+    if not dot_product and base != "no AVX2":
+        found.insert(0, "no VNNI" if base != "NEON" else "no dotprod")
+        return ", ".join([base, *found])
+    return " + ".join([base, *found])
+
+
 def available_cores() -> int:
     """Cores this process may run on (its affinity mask), else the machine's count."""
     try:
@@ -116,6 +145,7 @@ def machine_facts(*, threads: int | None = None, gpus: bool = True) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "isa": describe_isa(),
         **package_versions(),
     }
     if threads is not None:
@@ -127,7 +157,8 @@ def describe_machine(facts: dict | None = None) -> str:
     """One line naming the machine for Markdown reports: CPU, cores, GPUs, OS and the key versions."""
     facts = facts or machine_facts()
     gpus = ", ".join(facts.get("gpus") or []) or "no GPU"
-    return (f"{facts['cpu']}, {facts['cores']} cores available ({facts['logical_cpus']} logical CPUs), {gpus}; "
+    isa = f" ({facts['isa']})" if facts.get("isa") else ""
+    return (f"{facts['cpu']}{isa}, {facts['cores']} cores available ({facts['logical_cpus']} logical CPUs), {gpus}; "
             f"{facts['os']}, Python {facts['python']}, TensorFlow {facts.get('tensorflow')}, "
             f"Keras {facts.get('keras')}, tf-keras {facts.get('tf_keras')}, "
             f"tfmot {facts.get('tensorflow_model_optimization')}, ai-edge-litert {facts.get('ai_edge_litert')}")

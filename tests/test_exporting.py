@@ -76,8 +76,12 @@ def test_every_registered_target_writes_its_file_manifest_entry_and_report_row(e
     row = rows[0]
     assert row.artifact == spec.file.split("/")[0] and row.error is None and row["artifact"] == row.artifact
     assert row.accuracy is not None and row.agreement is not None and row.latency_ms_batch1_median > 0
-    assert json.loads(json.dumps(row.to_dict())) in json.loads((out / "report.json").read_text())["rows"]
+    report = json.loads((out / "report.json").read_text())
+    assert json.loads(json.dumps(row.to_dict())) in report["rows"]
     assert f"| {row.artifact} |" in (out / "report.md").read_text()
+    # Every .tflite file for the CPU takes part in naming the fastest file here; the Edge TPU's does not.
+    timed = {entry["artifact"] for entry in report["speed"]["ranking"]}
+    assert (row.artifact in timed) == (row.artifact.endswith(".tflite") and name != "edgetpu")
 
 
 def test_tflite_io_types_are_what_the_names_say(exported):
@@ -287,6 +291,18 @@ def test_cli_export_and_edgetpu_findings(exported, tmp_path, capsys):
     assert code == 0, err
     assert "Edge TPU check of model_edgetpu_ready.tflite: compatible" in out
     assert (tmp_path / "out" / "model_edgetpu_ready.tflite").is_file()
+
+
+def test_cli_export_names_the_fastest_file_here(exported, tmp_path, capsys):
+    model, _, _ = exported
+    path = nin_keras.save_model(model, tmp_path / "m.keras")
+    code, out, err = run_cli(["export", str(path), "--targets", "tflite_float32,tflite_dynamic", "--dataset",
+                              "synthetic", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    speed = json.loads((tmp_path / "out" / "report.json").read_text())["speed"]
+    line = next(line for line in out.splitlines() if line.startswith("Fastest on this machine"))
+    assert f"): {speed['fastest']} (" in line and "model_float32.tflite" in line and "model_dynamic.tflite" in line
+    assert speed["isa"] in line
 
 
 @pytest.mark.parametrize("argv_tail, message", [

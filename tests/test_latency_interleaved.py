@@ -87,6 +87,31 @@ def test_interleaved_rejects_bad_input(exported, tmp_path):
         benchmark_interleaved({"f": files["tflite_float32"], "missing": tmp_path / "missing.tflite"}, rounds=1)
 
 
+def _timing(predict_ms, invoke_ms=None):
+    return {"latency_ms_batch1_median": predict_ms, "latency_ms_batch1_invoke_median": invoke_ms}
+
+
+def test_rank_by_latency_compares_on_the_measure_all_artifacts_share():
+    from nin_keras.verification import rank_by_latency
+
+    # All .tflite: invoke() decides, even where the whole predict call would order them the other way.
+    ranked = rank_by_latency({"float32": _timing(3.0, 2.0), "int8": _timing(2.5, 2.6), "float16": _timing(3.1, 2.05)})
+    assert ranked["measure"] == "invoke" and ranked["fastest"] == "float32"
+    assert [entry["artifact"] for entry in ranked["ranking"]] == ["float32", "float16", "int8"]
+    assert [entry["vs_fastest"] for entry in ranked["ranking"]] == [1.0, 1.025, 1.3]
+    assert ranked["as_fast"] == ["float16"]  # within TIE_MARGIN of the fastest
+    assert rank_by_latency({"a": _timing(1.0, 1.0), "b": _timing(1.2, 1.02)}, tie_margin=0.01)["as_fast"] == []
+
+    # A Keras model has no invoke(): the whole predict call is the only shared measure.
+    ranked = rank_by_latency({"int8": _timing(2.5, 0.5), "keras": _timing(1.5)})
+    assert ranked["measure"] == "predict" and ranked["fastest"] == "keras"
+    assert ranked["ranking"][1] == {"artifact": "int8", "latency_ms": 2.5, "vs_fastest": 1.667}
+
+    for bad in ({}, [], {"a": {"latency_ms_batch1_invoke_median": 1.0}}, {"a": 3.0}):
+        with pytest.raises(InvalidInputError):
+            rank_by_latency(bad)
+
+
 def test_a_runner_with_other_threads_is_reloaded(exported):
     from nin_keras.verification import benchmark_interleaved, load_artifact
 
@@ -126,9 +151,12 @@ def test_cli_rounds_times_the_artifacts_interleaved(exported, capsys, _quiet_cli
     common = ["--rounds", str(ROUNDS), "--runs", "3", "--warmup", "1", "--threads", "1"]
     assert main(["benchmark", "infer", *paths, *common]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert "invoke ms per round" in lines[0] and f"{ROUNDS} interleaved rounds" in lines[-3]
+    assert "invoke ms per round" in lines[0] and f"{ROUNDS} interleaved rounds" in lines[-4]
     assert lines[-2:] == _latency_lines("\n".join(lines))  # the contract: one final line per artifact, in order
     assert all(float(line.split("=")[1]) > 0 for line in lines[-2:])
+    fastest_line = lines[-3]  # names the fastest of the two, by invoke(): both are .tflite files
+    assert fastest_line.startswith("Fastest here: ") and "interpreter.invoke()" in fastest_line
+    assert sum(fastest_line.count(path) for path in paths) == 2
 
     assert main(["benchmark", "infer", *paths, *common, "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
@@ -137,6 +165,10 @@ def test_cli_rounds_times_the_artifacts_interleaved(exported, capsys, _quiet_cli
     for result in results:
         assert result["rounds"] == ROUNDS and len(result["latency_ms_batch1_per_round"]) == ROUNDS
         assert result["latency_ms_batch1_median"] > 0 and result["latency_ms_batch1_invoke_median"] > 0
+    fastest = [r for r in results if r["fastest"]]
+    assert len(fastest) == 1 and fastest[0]["vs_fastest"] == 1.0
+    assert fastest[0]["latency_ms_batch1_invoke_median"] == min(r["latency_ms_batch1_invoke_median"] for r in results)
+    assert all(r["vs_fastest"] >= 1.0 for r in results)
 
 
 def test_cli_one_round_is_the_plain_benchmark(exported, capsys, _quiet_cli_restored):

@@ -245,12 +245,21 @@ def test_verify_export_writes_both_reports(digits_artifacts, digits_test, tmp_pa
     assert all(row["latency_ms_batch1_median"] > 0 for row in rows[:-1])
     assert report["machine"]["cores"] >= 1 and report["dataset"]["num_examples"] == len(digits_test[1])
     assert report["dataset"]["name"] == "arrays" and "num_classes" not in report["dataset"]  # what as_splits knows
+    # The fastest .tflite here, timed interleaved: the files for the CPU, not the Edge TPU's.
+    speed = report["speed"]
+    ranked = {entry["artifact"]: entry for entry in speed["ranking"]}
+    assert set(ranked) == {"model_float32.tflite", "model_float16.tflite", "model_int8.tflite"}
+    assert speed["fastest"] == min(ranked, key=lambda name: ranked[name]["latency_ms"])
+    assert ranked["model_float32.tflite"]["vs_float32"] == 1.0 and speed["isa"] and speed["rounds"] >= 2
+    assert report["notes"][0].startswith(f"Fastest on this machine ({speed['cpu']}") and speed["fastest"] in report[
+        "notes"][0]
 
     markdown = (out / "report.md").read_text()
     assert "| artifact | size | precision |" in markdown
     for name in names:
         assert f"| {name} |" in markdown
     assert "## Machine" in markdown and "## Dataset" in markdown and "Edge TPU check: compatible" in markdown
+    assert "## Fastest file on this machine" in markdown and f"| `{speed['fastest']}` |" in markdown
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
@@ -288,5 +297,6 @@ def test_verify_export_without_timing_or_reference(digits_artifacts, trained_dig
     assert rows[0]["agreement"] is None and rows[0]["latency_ms_batch1_median"] is None
     assert rows[0]["accuracy"] > 0.8
     assert "No reference model" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["speed"] is None  # nothing timed, nothing named fastest
     rows = verify_export(out, digits_test, reference_model=trained_digits_model, progress=False, runs=0)
     assert rows[0]["agreement"] >= 0.9

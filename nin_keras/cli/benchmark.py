@@ -8,7 +8,9 @@ Output contract (for scripts):
   each round's median); with --json stdout is exactly one JSON list, one dict per artifact in the order given:
   `benchmark_inference`'s dict, or with --rounds N > 1 the artifact's entry of `benchmark_interleaved` (per-round
   values, `latency_ms_batch1_median`, and for .tflite files `latency_ms_batch1_invoke_median`) plus rounds, runs,
-  warmup and path.
+  warmup and path; with two or more artifacts each dict also holds `fastest` (true for one) and `vs_fastest`.
+- With two or more artifacts, a line `Fastest here: ...` before those last lines names the fastest (by
+  `interpreter.invoke()` when all are .tflite files, else by the whole predict call).
 """
 
 from __future__ import annotations
@@ -106,14 +108,52 @@ def benchmark_infer_command(args) -> int:
 
     runners = [load_artifact(path, num_threads=args.threads) for path in args.artifacts]  # all valid first
     results = _interleaved(args, runners) if args.rounds > 1 else _one_by_one(args, runners)
+    ranking = _rank(args, results)
     if args.json:
         for path, result in zip(args.artifacts, results):
             result["path"] = str(path)
         print(json.dumps(results, indent=2))
         return 0
+    if ranking is not None:
+        print(_describe_ranking(args, ranking))
     for result in results:
         print(f"latency_ms_batch1_median={result['latency_ms_batch1_median']}")
     return 0
+
+
+def _rank(args, results) -> dict | None:
+    """`rank_by_latency` over the artifacts (None for one); each result gets `fastest` and `vs_fastest`."""
+    from nin_keras.verification import rank_by_latency
+
+    if len(results) < 2:
+        return None
+    # keyed by position: the same path may be given twice (without --rounds)
+    ranking = rank_by_latency({str(index): result for index, result in enumerate(results)})
+    for entry in ranking["ranking"]:
+        results[int(entry["artifact"])].update(fastest=entry["artifact"] == ranking["fastest"],
+                                               vs_fastest=entry["vs_fastest"])
+    return ranking
+
+
+def _describe_ranking(args, ranking) -> str:
+    """One line: the fastest artifact here, on which measure, and how much slower each other one is."""
+    from nin_keras.verification.latency import TIE_MARGIN
+
+    def listed(entries):
+        return ", ".join(f"{args.artifacts[int(entry['artifact'])]} {entry['vs_fastest']:.2f}x" for entry in entries)
+
+    best, *others = ranking["ranking"]
+    measure = "interpreter.invoke()" if ranking["measure"] == "invoke" else "the whole predict call"
+    how = (f"median of {args.rounds} interleaved rounds" if args.rounds > 1
+           else "one after another: --rounds 5 is fairer")
+    tied = [entry for entry in others if entry["artifact"] in ranking["as_fast"]]
+    slower = [entry for entry in others if entry not in tied]
+    line = f"Fastest here: {args.artifacts[int(best['artifact'])]} ({best['latency_ms']:.3f} ms, {measure}, {how})"
+    if tied:
+        line += f"; as fast (within {TIE_MARGIN:.0%}): {listed(tied)}"
+    if slower:
+        line += f"; slower: {listed(slower)}"
+    return line
 
 
 def _one_by_one(args, runners) -> list[dict]:

@@ -52,6 +52,7 @@ def export_command(args) -> int:
     from nin_keras.models import check_image_classifier, load_model, with_input_size
     from nin_keras.formatting import format_size
     from nin_keras.workflows import export
+    from nin_keras.verification.report import describe_speed
 
     selection = select_targets(args.targets)  # parsed once; unknown targets fail before any slow work
     model = load_model(args.model)
@@ -83,23 +84,32 @@ def export_command(args) -> int:
     if args.explain_int8:
         _print_int8_diagnosis(model, data, result)
     if result.report is not None:
+        fastest = describe_speed(_saved_report(result).get("speed"))
+        if fastest:
+            print(fastest)
         print(f"Report: {result.out_dir}/report.md")
     elif data is None and not args.no_verify:
         print("No --dataset given: artifacts were not evaluated (no report).", file=sys.stderr)
     return 0
 
 
-def _print_int8_diagnosis(model, data, result) -> None:
+def _saved_report(result) -> dict:
+    """The report.json the export just wrote, or {} when it wrote none."""
     import json
 
-    from nin_keras.errors import InvalidInputError
     from nin_keras.export_layout import REPORT_FILES
+
+    report_file = Path(result.out_dir) / REPORT_FILES[0]
+    return json.loads(report_file.read_text(encoding="utf-8")) if report_file.exists() else {}
+
+
+def _print_int8_diagnosis(model, data, result) -> None:
+    from nin_keras.errors import InvalidInputError
     from nin_keras.verification.int8_diagnosis import Int8Diagnosis, Int8LayerRow, explain_int8, format_diagnosis
 
     if data is None:
         raise InvalidInputError("--explain-int8 needs the training data: pass --dataset.")
-    report_file = Path(result.out_dir) / REPORT_FILES[0]
-    saved = json.loads(report_file.read_text(encoding="utf-8")).get("int8_layers") if report_file.exists() else None
+    saved = _saved_report(result).get("int8_layers")
     if saved:  # the export already diagnosed the int8 model: print that, not a second run
         fields = ("model", "agreement", "samples", "agreement_images", "single_layer", "qat")
         rows = tuple(Int8LayerRow(**{**row, "fused": tuple(row["fused"])}) for row in saved["rows"])

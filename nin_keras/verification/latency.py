@@ -3,6 +3,7 @@
 - `benchmark_inference(artifact)`: batch-1 latency and batched throughput of one artifact.
 - `benchmark_interleaved({name: artifact})`: batch-1 latency of several artifacts compared fairly on a noisy
   machine: timed in rounds, each round times every artifact once (order alternating), medians over rounds.
+- `rank_by_latency({name: timing})`: which of them is fastest here, on one measure they all have.
 """
 
 from __future__ import annotations
@@ -132,6 +133,49 @@ def benchmark_interleaved(artifacts: Mapping, *, rounds=5, runs=50, warmup=5, th
             "latency_ms": invoke_median if has_invoke else e2e_median,
         }
     return {"rounds": rounds, "runs": runs, "warmup": warmup, "order": names, "artifacts": results}
+
+
+# Round-to-round spread of interleaved medians on a quiet machine is a few percent: closer than this is a tie.
+TIE_MARGIN = 0.03
+
+
+def rank_by_latency(timings: Mapping, *, tie_margin: float = TIE_MARGIN) -> dict:
+    """Orders timed artifacts fastest first, on the one batch-1 measure they all have.
+
+    `interpreter.invoke()` alone (the model's own time) when every artifact has it (all .tflite), else the whole
+    `predict` call (input conversion included): a Keras model and a .tflite file share only that.
+
+    Args:
+        timings: name -> a dict of `benchmark_inference`, or an entry of `benchmark_interleaved`'s "artifacts";
+            at least one.
+        tie_margin: artifacts at most this share slower than the fastest are named in `as_fast` (round-to-round
+            spread on a quiet machine is a few percent). Defaults to `TIE_MARGIN`, 0.03.
+
+    Returns:
+        A dict: measure ("invoke" or "predict"), fastest (its name), as_fast (the others within `tie_margin`)
+        and ranking: a list, fastest first, of {"artifact": name, "latency_ms": the measure's median,
+        "vs_fastest": latency / the fastest's}.
+
+    Raises:
+        InvalidInputError: no timings, or one without a batch-1 latency.
+    """
+    if not isinstance(timings, Mapping) or not timings:
+        raise InvalidInputError(f"timings must be a non-empty dict of name -> timing; received {timings!r}.")
+    for name, timing in timings.items():
+        if not isinstance(timing, Mapping) or timing.get("latency_ms_batch1_median") is None:
+            raise InvalidInputError(f"timings[{name!r}] has no latency_ms_batch1_median: pass the dicts "
+                                    "benchmark_inference or benchmark_interleaved returned.")
+    invoke = all(timing.get("latency_ms_batch1_invoke_median") is not None for timing in timings.values())
+    key = "latency_ms_batch1_invoke_median" if invoke else "latency_ms_batch1_median"
+    ordered = sorted(timings, key=lambda name: timings[name][key])  # stable: ties keep the given order
+    best = float(timings[ordered[0]][key])
+    ranking = [{"artifact": str(name), "latency_ms": _ms(timings[name][key]),
+                "vs_fastest": round(float(timings[name][key]) / best, 3) if best > 0 else None}
+               for name in ordered]
+    as_fast = [entry["artifact"] for entry in ranking[1:]
+               if entry["vs_fastest"] is not None and entry["vs_fastest"] <= 1.0 + tie_margin]
+    return {"measure": "invoke" if invoke else "predict", "fastest": str(ordered[0]), "as_fast": as_fast,
+            "ranking": ranking}
 
 
 def _check_timing(runs, warmup, threads) -> tuple[int, int, int]:

@@ -1,8 +1,10 @@
 """`verify_export(out_dir, data)`: evaluate and time every artifact of an export; write report.json/report.md.
 
-report.json holds `{"rows": [...], "dataset": {...}, "machine": {...}, "reference": ..., "notes": [...],
-"created": ...}`; each row is a `ReportRow` written with the keys in `ROW_KEYS` (plus its `details`: the
-tflite metadata, the timing's spread, `error` when an artifact could not run).
+report.json holds `{"rows": [...], "dataset": {...}, "machine": {...}, "reference": ..., "speed": ...,
+"notes": [...], "created": ...}`; each row is a `ReportRow` written with the keys in `ROW_KEYS` (plus its
+`details`: the tflite metadata, the timing's spread, `error` when an artifact could not run). "speed" names the
+fastest .tflite file on the machine that verified the export: which file is fastest depends on the CPU (int8
+wins only where it has 8-bit dot products), so it is measured, not assumed.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ from nin_keras.formatting import REPORT_COLUMNS, artifact_columns, artifact_mark
 from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
-from nin_keras.verification.latency import benchmark_inference
+from nin_keras.verification.latency import TIE_MARGIN, benchmark_inference, benchmark_interleaved, rank_by_latency
 
 # File (or folder) name -> target, in report order (saved_model/1 is found as its folder saved_model/).
 ARTIFACTS = tuple((spec.file.split("/")[0], target) for target, spec in TARGET_SPECS.items())
+# Files made for an accelerator: their CPU time says nothing about where they run.
+_ACCELERATOR_TARGETS = ("edgetpu", EDGETPU_COMPILED_TARGET)
+SPEED_ROUNDS = 3  # interleaved rounds of the fastest-file comparison (medians over rounds)
 ROW_KEYS = ("artifact", "target", "path", "size_bytes", "precision", "input", "output", "accuracy", "agreement",
             "latency_ms_batch1_median", "throughput_images_per_s", "edgetpu")
 
@@ -122,8 +127,10 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         edgetpu_check = _read_edgetpu_check(out_dir)
         checked = [_check_artifact(path, target, out_dir, source, reference_top1, edgetpu_check, display=display,
                                    runs=runs, threads=threads) for path, target in found]
-    rows = [row for row, _ in checked]
-    counts = [count for _, count in checked if count is not None]
+        rows = [row for row, _, _ in checked]
+        speed = _compare_speed(rows, [runner for _, _, runner in checked], runs=runs, threads=threads,
+                               display=display) if runs else None
+    counts = [count for _, count, _ in checked if count is not None]
     num_examples = len(reference_top1) if reference_top1 is not None else (counts[-1] if counts else None)
 
     report = {
@@ -133,7 +140,8 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         "machine": machine_facts(threads=threads, gpus=False),
         "reference": reference_name,
         "timing": {"runs": runs, "threads": threads},
-        "notes": _notes(rows, edgetpu_check, reference_name),
+        "speed": speed,
+        "notes": _notes(rows, edgetpu_check, reference_name, speed),
         "rows": [row.to_dict() for row in rows],
     }
     json_file, markdown_file = REPORT_FILES
@@ -155,8 +163,9 @@ def _reference_pass(reference_model, out_dir: Path, source: EvalData, display):
 
 def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, reference_top1, edgetpu_check, *,
                     display, runs: int, threads: int):
-    """(report row, images evaluated or None) of one artifact; an artifact that cannot run gets `error`."""
-    row, count = _empty_row(path, target), None
+    """(report row, images evaluated or None, its runner or None) of one artifact; an artifact that cannot run
+    gets `error`."""
+    row, count, runner = _empty_row(path, target), None, None
     if target in ("edgetpu", EDGETPU_COMPILED_TARGET):
         row["edgetpu"] = edgetpu_check
     try:
@@ -180,7 +189,50 @@ def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, re
         message = one_line(error)
         row["error"] = message
         warnings.warn(f"verify_export: {path.name}: {message}", stacklevel=3)
-    return ReportRow(**{key: row.pop(key) for key in ROW_KEYS}, details=row), count
+        runner = None
+    return ReportRow(**{key: row.pop(key) for key in ROW_KEYS}, details=row), count, runner
+
+
+def _compare_speed(rows, runners, *, runs: int, threads: int, display) -> dict | None:
+    """Which .tflite file for the CPU is fastest here: `benchmark_interleaved` over them (the time of
+    `interpreter.invoke()`, medians of `SPEED_ROUNDS` rounds), ranked by `rank_by_latency`, each file's time
+    also as a multiple of model_float32.tflite's. None with fewer than two such files."""
+    timed = {row.artifact: runner for row, runner in zip(rows, runners)
+             if runner is not None and runner.kind == "tflite" and row.target not in _ACCELERATOR_TARGETS}
+    if len(timed) < 2:
+        return None
+    display.log(f"Timing {len(timed)} .tflite files interleaved ({SPEED_ROUNDS} rounds) to name the fastest here")
+    try:
+        timing = benchmark_interleaved(timed, rounds=SPEED_ROUNDS, runs=runs, warmup=max(1, min(5, runs // 5)),
+                                       threads=threads)
+    except Exception as error:  # the rows are already measured: a failed comparison must not lose them
+        return {"error": one_line(error)}
+    ranked = rank_by_latency(timing["artifacts"])
+    float32 = next((entry["latency_ms"] for entry in ranked["ranking"]
+                    if entry["artifact"] == TARGET_SPECS["tflite_float32"].file), None)
+    for entry in ranked["ranking"]:
+        entry["vs_float32"] = round(entry["latency_ms"] / float32, 3) if float32 else None
+    facts = machine_facts(threads=threads, gpus=False)
+    return {**ranked, "rounds": timing["rounds"], "runs": timing["runs"], "threads": threads,
+            "cpu": facts["cpu"], "isa": facts["isa"], "batch_size": 1}
+
+
+def describe_speed(speed: dict | None) -> str | None:
+    """One line naming the fastest .tflite file of a report's "speed" and how the others compare; None when the
+    report has no comparison."""
+    if not isinstance(speed, dict) or not speed.get("ranking"):
+        return None
+    best, *others = speed["ranking"]
+    tied = [entry for entry in others if entry["artifact"] in speed.get("as_fast", ())]
+    slower = [entry for entry in others if entry not in tied]
+    line = (f"Fastest on this machine ({speed['cpu']}; {speed['isa']}; {speed['threads']} threads, batch 1): "
+            f"{best['artifact']} ({best['latency_ms']:.3f} ms per invoke)")
+    if tied:
+        line += f"; as fast (within {TIE_MARGIN:.0%}): {_multiples(tied)}"
+    if slower:
+        line += f"; slower: {_multiples(slower)}"
+    return line + (". Which file is fastest depends on the CPU: time it where it will run "
+                   "(nin-keras benchmark infer FILE... --rounds 5).")
 
 
 def report_table(rows, *, title: str = "Exported artifacts"):
@@ -246,8 +298,13 @@ def _edgetpu_summary(check) -> str | None:
     return ". ".join(parts)
 
 
-def _notes(rows, edgetpu_check, reference_name) -> list[str]:
+def _notes(rows, edgetpu_check, reference_name, speed=None) -> list[str]:
     notes = []
+    fastest = describe_speed(speed)
+    if fastest:
+        notes.append(fastest)
+    elif isinstance(speed, dict) and speed.get("error"):
+        notes.append(f"The .tflite files could not be timed against each other: {speed['error']}")
     if reference_name is None:
         notes.append("No reference model: agreement is not reported.")
     else:
@@ -304,6 +361,28 @@ def _clients_section(rows) -> list[str]:
     return lines
 
 
+def _multiples(entries) -> str:
+    return ", ".join(f"{entry['artifact']} {entry['vs_fastest']:.2f}x" for entry in entries)
+
+
+def _speed_section(speed) -> list[str]:
+    """The fastest-file comparison as a table, fastest first; nothing when the report has none."""
+    if not isinstance(speed, dict) or not speed.get("ranking"):
+        return []
+    lines = ["", "## Fastest file on this machine", "",
+             f"{speed['cpu']} ({speed['isa']}), {speed['threads']} threads, batch 1: `interpreter.invoke()`, median "
+             f"of {speed['rounds']} interleaved rounds of {speed['runs']} calls.", "",
+             "| file | ms per invoke | vs fastest | vs float32 |", "|---|---:|---:|---:|"]
+    for entry in speed["ranking"]:
+        vs_float32 = "-" if entry.get("vs_float32") is None else f"{entry['vs_float32']:.2f}x"
+        lines.append(f"| `{entry['artifact']}` | {entry['latency_ms']:.3f} | {entry['vs_fastest']:.2f}x | "
+                     f"{vs_float32} |")
+    lines += ["", "Another CPU can order them differently (int8 is fastest where the CPU has 8-bit dot products, "
+                  "e.g. AVX-512 VNNI): time the files where they will run, `nin-keras benchmark infer FILE... "
+                  "--rounds 5`."]
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     """report.md: the table, the machine, the dataset, the notes."""
     data, machine = report["dataset"], report["machine"]
@@ -315,11 +394,13 @@ def render_markdown(report: dict) -> str:
         *artifact_markdown(report["rows"], artifact_columns(REPORT_COLUMNS)),
     ]
     lines += _clients_section(report["rows"])
+    lines += _speed_section(report.get("speed"))
     lines += [
         "",
         "## Machine",
         "",
-        f"- CPU: {machine['cpu']}, {machine['cores']} cores available ({machine['logical_cpus']} logical CPUs)",
+        f"- CPU: {machine['cpu']} ({machine.get('isa', 'instruction sets not recorded')}), {machine['cores']} cores "
+        f"available ({machine['logical_cpus']} logical CPUs)",
         f"- Threads used: {machine['threads']} (TFLite interpreter); Keras/SavedModel use TensorFlow's pool",
         f"- {machine['os']}, Python {machine['python']}, TensorFlow {machine.get('tensorflow')}, "
         f"Keras {machine.get('keras')}, ai-edge-litert {machine.get('ai_edge_litert')}",

@@ -73,6 +73,9 @@ def test_quick_demo_numbers(quick_demo):
                                                          "edgetpu"}
     assert set(summary["stage_seconds"]) == {"data", "train", "export", "figures"}
     assert summary["seconds"] > 0
+    speed = json.loads((out / "export" / "report.json").read_text())["speed"]
+    assert summary["fastest"].startswith("Fastest on this machine") and speed["fastest"] in summary["fastest"]
+    assert summary["fastest"] in (out / "report.md").read_text() and summary["fastest"] in result.stdout
 
 
 def test_demo_help():

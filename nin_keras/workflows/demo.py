@@ -16,6 +16,7 @@ The run folder (default runs/demo/):
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,9 @@ from nin_keras.viz import (
     plot_confusion_matrix,
     plot_training_curves,
 )
+from nin_keras.export_layout import REPORT_FILES
 from nin_keras.verification import report_table
+from nin_keras.verification.report import describe_speed
 from nin_keras.viz.maps import predict_probabilities
 from nin_keras.workflows.export import export
 
@@ -170,12 +173,15 @@ def run_demo(out_dir="runs/demo", *, quick: bool = False, seed: int = 0, console
         "variant": VARIANT,
         "parameters": int(trained.count_params()),
         "test_images": int(len(test_labels)),
+        "fastest": _fastest_line(export_dir),
     }
     write_json(out_dir / "demo.json", summary)
     write_text(out_dir / "report.md", _report_markdown(summary, export_dir, out_dir))
 
     console.print(report_table(rows, title=f"nin-keras demo: {DATASET}, {len(test_labels)} test images"))
     _print_verdict(console, summary, settings)
+    if summary["fastest"]:
+        console.print(summary["fastest"], markup=False, soft_wrap=True)
     console.print(f"Done in {seconds:.0f} s. Folder: {out_dir}/  (report: {out_dir / 'report.md'}, "
                   f"figures: {out_dir / 'figures'}/)")
     return summary
@@ -239,6 +245,14 @@ def _int8_choice_line(choice) -> str:
             "see export/int8_choice.json).")
 
 
+def _fastest_line(export_dir: Path) -> str | None:
+    """The export report's line naming the fastest .tflite file on this machine (None without one)."""
+    report_file = export_dir / REPORT_FILES[0]
+    if not report_file.is_file():
+        return None
+    return describe_speed(json.loads(report_file.read_text(encoding="utf-8")).get("speed"))
+
+
 def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
     settings = summary["settings"]
     lines = [
@@ -259,8 +273,10 @@ def _report_markdown(summary, export_dir: Path, out_dir: Path) -> str:
         "",
         *artifact_markdown(summary["rows"]),
     ]
-    lines += ["", "Agreement: share of test images where the artifact's top-1 class equals the Keras model's.", "",
-              "## Figures", ""]
+    lines += ["", "Agreement: share of test images where the artifact's top-1 class equals the Keras model's.", ""]
+    if summary.get("fastest"):
+        lines += [summary["fastest"], ""]
+    lines += ["## Figures", ""]
     for name, path in summary["figures"].items():
         relative = Path(path).relative_to(out_dir) if Path(path).is_relative_to(out_dir) else Path(path)
         lines.append(f"![{name.replace('_', ' ')}]({relative.as_posix()})")

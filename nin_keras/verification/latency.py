@@ -20,6 +20,12 @@ from nin_keras.errors import InvalidInputError
 from nin_keras.machine import available_cores
 from nin_keras.verification.artifacts import Runner, load_artifact
 
+# A pause before each artifact's turn: the previous interpreter's pool threads spin on after its last call and
+# slow the next model's (measured up to 2x on a 2-core machine without it, tools/profile_tflite.py).
+SETTLE_SECONDS = 0.05
+# Round-to-round spread of interleaved medians on a quiet machine is a few percent: closer than this is a tie.
+TIE_MARGIN = 0.03
+
 
 def benchmark_inference(artifact, *, runs=50, warmup=5, threads=2, batch_size=32) -> dict:
     """Times an artifact on random raw-pixel images.
@@ -79,7 +85,8 @@ def benchmark_interleaved(artifacts: Mapping, *, rounds=5, runs=50, warmup=5, th
     """Batch-1 latency of several artifacts, timed interleaved so that load drifts hit them all alike.
 
     Every artifact is loaded once. Each round times each artifact once (`runs` batch-1 calls after `warmup`
-    untimed ones, as `benchmark_inference` does), in the given order on even rounds and reversed on odd ones;
+    untimed ones, as `benchmark_inference` does, after a `SETTLE_SECONDS` pause that lets the previous
+    interpreter's threads go idle), in the given order on even rounds and reversed on odd ones;
     an artifact's latency is the median over rounds of its per-round medians. For .tflite files the time of
     `interpreter.invoke()` alone (the model's own time, as LiteRT's benchmark_model measures it) is kept
     beside the end-to-end `predict` time. Put the artifacts to compare next to each other in `artifacts`:
@@ -113,6 +120,7 @@ def benchmark_interleaved(artifacts: Mapping, *, rounds=5, runs=50, warmup=5, th
     invoke = {name: [] for name in names}
     for index in range(rounds):
         for name in names if index % 2 == 0 else names[::-1]:
+            time.sleep(SETTLE_SECONDS)
             times_ms, invoke_ms = _time_batch1(runners[name], runs=runs, warmup=warmup)
             end_to_end[name].append(_ms(np.median(times_ms)))
             invoke[name].append(None if invoke_ms is None else _ms(np.median(invoke_ms)))
@@ -133,10 +141,6 @@ def benchmark_interleaved(artifacts: Mapping, *, rounds=5, runs=50, warmup=5, th
             "latency_ms": invoke_median if has_invoke else e2e_median,
         }
     return {"rounds": rounds, "runs": runs, "warmup": warmup, "order": names, "artifacts": results}
-
-
-# Round-to-round spread of interleaved medians on a quiet machine is a few percent: closer than this is a tie.
-TIE_MARGIN = 0.03
 
 
 def rank_by_latency(timings: Mapping, *, tie_margin: float = TIE_MARGIN) -> dict:

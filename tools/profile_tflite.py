@@ -294,23 +294,24 @@ def whole_models(files: dict, args) -> dict:
 
 
 def per_op(files: dict, args) -> dict:
-    """file name -> list of op rows with xnnpack_ms, builtin_ms and whether XNNPACK took the op."""
+    """file name -> op rows: ms_1_thread and xnnpack_ms (XNNPACK, 1 and `--threads` threads), builtin_ms
+    (without XNNPACK, `--threads` threads) and whether XNNPACK took the op."""
+    settings = {"ms_1_thread": {"threads": 1}, "xnnpack_ms": {"threads": args.threads},
+                "builtin_ms": {"threads": args.threads, "xnnpack": False}}
     result = {}
     for file in OP_FILES:
         rows = describe_ops(files[file])
         interpreters = {}
         for row in rows:
             single = single_op_model(files[file], row["index"])
-            for xnnpack in (True, False):
-                interpreters[(row["index"], xnnpack)] = make_interpreter(single, threads=args.threads,
-                                                                         xnnpack=xnnpack)
-            row["xnnpack"] = delegated_nodes(interpreters[(row["index"], True)]) > 0
+            for key, options in settings.items():
+                interpreters[(row["index"], key)] = make_interpreter(single, **options)
+            row["xnnpack"] = delegated_nodes(interpreters[(row["index"], "xnnpack_ms")]) > 0
         timed = time_interleaved(interpreters, rounds=args.rounds, runs=args.runs, warmup=args.warmup)
         for row in rows:
-            row["xnnpack_ms"], row["builtin_ms"] = timed[(row["index"], True)]["ms"], timed[(row["index"], False)]["ms"]
+            row.update({key: timed[(row["index"], key)]["ms"] for key in settings})
         result[file] = rows
-        log(f"  per-op {file}: sum {sum(r['xnnpack_ms'] for r in rows):.3f} ms with XNNPACK, "
-            f"{sum(r['builtin_ms'] for r in rows):.3f} ms without")
+        log(f"  per-op {file}: sums " + ", ".join(f"{key} {sum(r[key] for r in rows):.3f}" for key in settings))
     return result
 
 
@@ -424,37 +425,56 @@ def op_table(variant: str, r: dict) -> list[str]:
     lines = [f"### {variant}: op by op (each op as a single-op model, {len(i8)} ops)", ""]
     if not aligned:
         return lines + ["The float32, int8 and dynamic graphs have different ops; see the JSON.", ""]
-    lines += ["| # | op | shape | MMAC | float32 ms | int8 ms | int8 / float32 | int8 per-tensor ms | dynamic ms | "
-              "XNNPACK f32 / i8 / dyn | float32 GMAC/s | int8 GMAC/s | int8 ms without XNNPACK |",
-              "|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    threads = r["whole"]["float32"]["threads"]
+    lines += [f"ms: `invoke()` of the single-op model with XNNPACK at 1 thread, and at {threads} threads (t{threads}); "
+              "GMAC/s at 1 thread; the last column without XNNPACK.", "",
+              f"| # | op | shape | MMAC | float32 ms | int8 ms | int8 / float32 | float32 GMAC/s | int8 GMAC/s | "
+              f"int8 per-tensor ms | dynamic ms | float32 ms t{threads} | int8 ms t{threads} | "
+              f"XNNPACK f32 / i8 / dyn | int8 ms without XNNPACK t{threads} |",
+              "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for a, b, c, d in zip(f32, i8, dyn, pt):
-        lines.append(f"| {b['index']} | {b['op']} | {b['detail']} | {_mmac(b['macs'])} | {a['xnnpack_ms']:.3f} | "
-                     f"{b['xnnpack_ms']:.3f} | {b['xnnpack_ms'] / a['xnnpack_ms']:.2f}x | {d['xnnpack_ms']:.3f} | "
-                     f"{c['xnnpack_ms']:.3f} | {_yes(a)} / {_yes(b)} / {_yes(c)} | {_gmacs(a)} | {_gmacs(b)} | "
-                     f"{b['builtin_ms']:.3f} |")
-    lines += [""] + op_summary(r, f32, i8, dyn, pt)
-    return lines
+        lines.append(f"| {b['index']} | {b['op']} | {b['detail']} | {_mmac(b['macs'])} | {a['ms_1_thread']:.3f} | "
+                     f"{b['ms_1_thread']:.3f} | {b['ms_1_thread'] / a['ms_1_thread']:.2f}x | {_gmacs(a)} | "
+                     f"{_gmacs(b)} | {d['ms_1_thread']:.3f} | {c['ms_1_thread']:.3f} | {a['xnnpack_ms']:.3f} | "
+                     f"{b['xnnpack_ms']:.3f} | {_yes(a)} / {_yes(b)} / {_yes(c)} | {b['builtin_ms']:.3f} |")
+    return lines + [""] + op_summary(r, f32, i8, dyn, pt)
 
 
 def op_summary(r: dict, f32, i8, dyn, pt) -> list[str]:
-    def total(rows, ops=None, key="xnnpack_ms"):
+    def total(rows, ops, key):
         return sum(row[key] for row in rows if ops is None or row["op"] in ops)
 
-    conv = ("CONV_2D",)
-    pools = ("MAX_POOL_2D", "AVERAGE_POOL_2D")
-    lines = ["| group | float32 ms | int8 ms | int8 per-tensor ms | dynamic ms | int8 / float32 |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for label, ops in (("convolutions", conv), ("pooling", pools), ("tail: " + ", ".join(TAIL_OPS), TAIL_OPS),
-                       ("sum of ops", None)):
-        values = [total(rows, ops) for rows in (f32, i8, pt, dyn)]
-        ratio = f"{values[1] / values[0]:.2f}x" if values[0] else "-"
-        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {ratio} |")
-    whole = r["whole"]
-    values = [whole[name]["ms"] for name in ("float32", "int8", "int8_per_tensor", "dynamic")]
-    lines.append("| whole graph | " + " | ".join(f"{v:.3f}" for v in values) + f" | {values[1] / values[0]:.2f}x |")
-    lines.append("| gap: whole minus sum of ops | " + " | ".join(
-        f"{w - total(rows):+.3f}" for w, rows in zip(values, (f32, i8, pt, dyn))) + " | |")
-    return lines + [""]
+    groups = (("first convolution", None), ("other convolutions", ("CONV_2D",)),
+              ("pooling", ("MAX_POOL_2D", "AVERAGE_POOL_2D")), ("tail: " + ", ".join(TAIL_OPS), TAIL_OPS),
+              ("sum of ops", None))
+    threads = r["whole"]["float32"]["threads"]
+    lines = []
+    for key, whole_names in (("ms_1_thread", ("float32_1_thread", "int8_1_thread", None, "dynamic_1_thread")),
+                             ("xnnpack_ms", ("float32", "int8", "int8_per_tensor", "dynamic"))):
+        lines += [f"Groups, {1 if key == 'ms_1_thread' else threads} thread(s), XNNPACK (ms):", "",
+                  "| group | float32 | int8 | int8 per-tensor | dynamic | int8 - float32 | int8 / float32 |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, ops in groups:
+            if label == "first convolution":
+                values = [rows[0][key] for rows in (f32, i8, pt, dyn)]
+            elif label == "other convolutions":
+                values = [total(rows, ops, key) - rows[0][key] for rows in (f32, i8, pt, dyn)]
+            else:
+                values = [total(rows, ops, key) for rows in (f32, i8, pt, dyn)]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in values)
+                         + f" | {values[1] - values[0]:+.3f} | {_ratio(values[1], values[0])} |")
+        wholes = [r["whole"][name]["ms"] if name else None for name in whole_names]
+        sums = [total(rows, None, key) for rows in (f32, i8, pt, dyn)]
+        lines.append("| whole graph | " + " | ".join("-" if w is None else f"{w:.3f}" for w in wholes)
+                     + f" | {wholes[1] - wholes[0]:+.3f} | {_ratio(wholes[1], wholes[0])} |")
+        lines.append("| gap: whole minus sum of ops | " + " | ".join(
+            "-" if w is None else f"{w - t:+.3f}" for w, t in zip(wholes, sums)) + " | | |")
+        lines.append("")
+    return lines
+
+
+def _ratio(numerator, denominator) -> str:
+    return f"{numerator / denominator:.2f}x" if denominator else "-"
 
 
 def variant_section(variant: str, r: dict) -> list[str]:
@@ -486,7 +506,7 @@ def _mmac(macs) -> str:
 
 
 def _gmacs(row) -> str:
-    return f"{row['macs'] / row['xnnpack_ms'] / 1e6:.1f}" if row["macs"] else "-"
+    return f"{row['macs'] / row['ms_1_thread'] / 1e6:.1f}" if row["macs"] else "-"
 
 
 def main(argv=None) -> int:

@@ -381,12 +381,44 @@ def render(results) -> str:
         f"{s['threads']} threads unless a row says otherwise; batch 1 unless it says batch 8",
         f"- Models: `build_nin(10, variant=...)`, seeded (seed {s['seed']}) untrained weights, converted with "
         f"`nin_keras.exporting.converter` and calibrated on {s['calibration_images']} random raw-pixel images",
-        f"- {results['seconds']:.0f} s in all", ""]
+        f"- {results['seconds']:.0f} s in all", ""] + findings(results)
     for variant, r in results["variants"].items():
         lines += variant_section(variant, r)
     lines += sweep_section(results.get("input_channel_sweep") or [])
     lines += ["Reproduce: `" + results["command"] + "`", ""]
     return "\n".join(lines)
+
+
+# The batch-1 files a user could pick, at the default thread count.
+CANDIDATE_FILES = ("float32", "float16", "dynamic", "int8", "int8_uint8_io", "int8_float_io", "int8_per_tensor",
+                   "int8_first_conv_float")
+
+
+TIE = 1.03  # files within 3% of the fastest count as equally fast: rounds vary by about that much
+
+
+def findings(results) -> list[str]:
+    """What the tables below say, variant by variant, computed from the measurements."""
+    lines = ["## Summary", ""]
+    for variant, r in results["variants"].items():
+        whole, f32, i8 = r["whole"], r["ops"]["float32"], r["ops"]["int8"]
+        best = min(whole[name]["ms"] for name in CANDIDATE_FILES)
+        fastest = sorted((n for n in CANDIDATE_FILES if whole[n]["ms"] <= TIE * best), key=lambda n: whole[n]["ms"])
+        loss_1t = whole["int8_1_thread"]["ms"] - whole["float32_1_thread"]["ms"]
+        first_1t = i8[0]["ms_1_thread"] - f32[0]["ms_1_thread"]
+        best_int8 = min((n for n in CANDIDATE_FILES if n.startswith("int8") and n != "int8_first_conv_float"),
+                        key=lambda name: whole[name]["ms"])
+        lines.append(
+            f"- {variant}: int8 / float32 = **{whole['int8']['ms'] / whole['float32']['ms']:.2f}x** "
+            f"({whole['int8']['ms']:.3f} / {whole['float32']['ms']:.3f} ms, {whole['float32']['threads']} threads), "
+            f"{whole['int8_1_thread']['ms'] / whole['float32_1_thread']['ms']:.2f}x at 1 thread, "
+            f"{whole['int8_batch8']['ms'] / whole['float32_batch8']['ms']:.2f}x at batch 8. At 1 thread the first "
+            f"convolution ({i8[0]['detail']}) costs {first_1t:+.3f} ms in int8 of the whole graph's {loss_1t:+.3f} ms. "
+            f"Best full-int8 setting: {best_int8} at {whole[best_int8]['ms'] / whole['float32']['ms']:.2f}x; the first "
+            f"convolution kept in float: {whole['int8_first_conv_float']['ms'] / whole['float32']['ms']:.2f}x. "
+            f"Fastest here (within {100 * (TIE - 1):.0f}% of the best): "
+            + ", ".join(f"**{name}** {whole[name]['ms']:.3f} ms" for name in fastest) + ".")
+    return lines + [""]
 
 
 WHOLE_DESCRIPTIONS = {

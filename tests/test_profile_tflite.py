@@ -3,12 +3,9 @@ the whole graph (same inputs, same output, bit for bit), and the op descriptions
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from helpers import SMALL_SHAPE, load_tool, random_images, small_nin
+from helpers import SMALL_SHAPE, builtin_interpreter, load_tool, random_images, small_nin
 
 from nin_keras.exporting.converter import to_tflite
-
-BUILTIN = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES  # XNNPACK would not keep the intermediate tensors
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +14,9 @@ def int8_model_bytes():
     return to_tflite(small_nin(), "int8", representative_images=images), images
 
 
-def _whole_graph_tensors(model_bytes: bytes, image) -> tuple[Interpreter, dict]:
+def _whole_graph_tensors(model_bytes: bytes, image) -> tuple:
     """The whole model run once on `image` with every intermediate tensor kept; name -> tensor details."""
-    interpreter = Interpreter(model_content=model_bytes, experimental_op_resolver_type=BUILTIN,
-                              experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+    interpreter = builtin_interpreter(model_bytes, keep_all_tensors=True)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
     interpreter.invoke()
     return interpreter, {detail["name"]: detail for detail in interpreter.get_tensor_details()}
@@ -35,9 +30,7 @@ def test_each_single_op_model_reproduces_its_op_inside_the_whole_graph(int8_mode
     ops = tool.describe_ops(model_bytes)
     assert [op["op"] for op in ops].count("CONV_2D") == 9
     for op in ops:
-        single = Interpreter(model_content=tool.single_op_model(model_bytes, op["index"]),
-                             experimental_op_resolver_type=BUILTIN)
-        single.allocate_tensors()
+        single = builtin_interpreter(tool.single_op_model(model_bytes, op["index"]))
         assert len(single._get_ops_details()) == 1
         for detail in single.get_input_details():
             single.set_tensor(detail["index"], whole.get_tensor(tensors[detail["name"]]["index"]))

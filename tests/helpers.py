@@ -201,6 +201,20 @@ def run_tflite(model, images) -> np.ndarray:
     return np.stack(outputs)
 
 
+def builtin_interpreter(model_bytes: bytes, *, keep_all_tensors: bool = False):
+    """A LiteRT interpreter of .tflite bytes on the builtin kernels (no XNNPACK), allocated.
+
+    `keep_all_tensors` keeps every intermediate tensor readable after `invoke()` (XNNPACK would not keep them).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=bytes(model_bytes),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                              experimental_preserve_all_tensors=keep_all_tensors)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def keras_outputs(model, images) -> np.ndarray:
     """Float32 outputs of a Keras model (or anything with `predict(images)`, e.g. a QATModel)."""
     import keras

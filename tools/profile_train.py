@@ -59,6 +59,7 @@ CATEGORIES = ("conv forward", "conv backward-input", "conv backward-filter", "bi
 # pipes (AVX2: 2 x 8 fp32; AVX-512: 2 x 16 fp32; AVX512_BF16 / AMX dot products: twice the fp32 rate).
 MACS_PER_CYCLE = {("avx2", "float32"): 16, ("avx512f", "float32"): 32, ("avx512_bf16", "bfloat16"): 64}
 CANDIDATES = ("onednn", "spe", "jit", "batch")
+LOCK_FILE = None  # --lock
 
 # ---------------------------------------------------------------------------------------------------- parsing
 def categorize(op_name: str, op_type: str) -> str:
@@ -251,8 +252,10 @@ def parse_args(argv=None):
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown:
         parser.error(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)} or none")
+    global LOCK_FILE
+    LOCK_FILE = vars(args).pop("lock")  # how this machine serialises benchmarks, not a setting of the method
     if args.section_into is None and Path(args.out).resolve() == DEFAULT_OUT.resolve():
-        args.section_into = str(TRAINING_MD)
+        args.section_into = str(TRAINING_MD.relative_to(ROOT))  # relative: the JSON names no machine path
     return args
 
 
@@ -402,7 +405,7 @@ def run_child(args, job: dict, *, verbose: bool = False) -> tuple[dict, str]:
     import fcntl
 
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)]
-    lock = open(args.lock, "a") if args.lock else None  # noqa: SIM115 - held for the child's lifetime
+    lock = open(LOCK_FILE, "a") if LOCK_FILE else None  # noqa: SIM115 - held for the child's lifetime
     try:
         if lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -540,7 +543,8 @@ def summary_lines(results) -> list[str]:
     machine = results["machine"]
     simd = ", ".join(machine.get("simd") or []) or "no AVX2"
     lines = [f"Profiled by `{results['command']}` on {machine['date']}, {machine.get('cpu', 'CPU')} "
-             f"({simd}; load average at start {' / '.join(str(x) for x in machine.get('load_average') or [])}). "
+             f"(CPU features: {simd}; load average at start "
+             f"{' / '.join(str(x) for x in machine.get('load_average') or [])}). "
              f"Full report: [training_profile.md](training_profile.md).", ""]
     ratio = shares(results)
     for name, profile in results["profiles"].items():
@@ -560,6 +564,9 @@ def summary_lines(results) -> list[str]:
             if share["of_peak"]:
                 text += f" and {100 * share['of_peak']:.0f}% of the MAC-count peak (estimate)"
             text += "."
+            if share["of_ceiling"] > 1:
+                text += (" (Above 100%: the bare loop, whose convolutions are all independent and contend for the "
+                         "cores, ran slower than the step's own; it bounds nothing here, the MAC peak does.)")
         onednn = results["onednn"].get(name)
         if onednn and onednn["primitives"]:
             convs = sorted({k.split(" | ")[1] for k in onednn["primitives"] if k.startswith("convolution")})
@@ -602,7 +609,8 @@ def render(results) -> str:
               f"step does about {peak['training_macs_per_image'] / 1e6:.1f} M (forward, backward-filter, and "
               f"backward-input for every convolution but the first). MAC-count peak = {peak['cores']} cores x "
               f"{peak['clock_ghz']:.2f} GHz (`cpu MHz` in /proc/cpuinfo, an estimate: turbo and AVX clocks differ) x "
-              "MACs per cycle per core for the ISA.", "",
+              "MACs per cycle per core for the ISA. 'step / bare convs' above 100% means the bare loop ran "
+              "slower than the step: it is then no ceiling.", "",
               "| precision | step (profiled) | bare convolutions (same shapes, tf.function) "
               "| MAC peak (ISA, MACs/cycle/core) | step / bare convs | step / peak | bare convs / peak |",
               "|---|---:|---:|---|---:|---:|---:|"]
@@ -674,7 +682,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     results = run(TOOL, args, without_lock(argv), measure, render)
     if args.section_into:
-        write_section(args.section_into, results)
+        write_section(ROOT / args.section_into, results)  # a relative path is under the checkout
     first = next(iter(results["profiles"].values()))
     print(f"profile_step_ms={first['step_ms']:.1f}")
     return 0

@@ -52,3 +52,9 @@ def test_benchmark_tool_smoke_run_writes_a_report(tmp_path):
     for section in ("## Training throughput", "Ratio of medians", "## Input pipeline headroom", "## Peak memory",
                     "## Accuracy: auto precision vs float32", "Command:"):
         assert section in text
+
+
+def test_benchmark_training_steps_per_execution_times_whole_executions():
+    result = benchmark_training(precision="float32", steps_per_execution=2, **{**TINY, "steps": 3})
+    assert (result["steps_per_execution"], result["steps"], result["warmup_steps"]) == (2, 4, 2)
+    assert result["train_images_per_s"] > 0

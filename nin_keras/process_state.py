@@ -68,6 +68,33 @@ def quiet_tensorflow() -> None:
         tensorflow.config.list_physical_devices("GPU")
 
 
+ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def prefer_onednn() -> None:
+    """Turns TensorFlow's oneDNN kernels on for this process, unless `TF_ENABLE_ONEDNN_OPTS` is already set.
+
+    TensorFlow turns them on by itself only on CPUs with AVX512_VNNI, AVX512_BF16 or AMX; on an AVX2-only CPU
+    they trained the cifar NIN 1.71x faster than its default Eigen kernels (docs/benchmarks/training_profile.md).
+    TensorFlow reads the setting once, when it loads: after that this does nothing. The CLI calls it; the library
+    never does (it is the user's process): a script sets the variable itself, before importing TensorFlow.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault(ONEDNN_VAR, "1")
+
+
+def onednn_active() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels in this process; None when TensorFlow is not loaded yet or
+    cannot say."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:  # private, but the one place that knows TensorFlow's decision (CPU default and the variable together)
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 @contextlib.contextmanager
 def preserve_legacy_keras_flag():
     """Restores `TF_USE_LEGACY_KERAS` to its value on entry (or absence).

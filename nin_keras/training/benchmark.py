@@ -21,6 +21,7 @@ import tensorflow as tf
 from nin_keras.checks import check_int
 from nin_keras.machine import describe_device
 from nin_keras.models import build_nin, get_preset
+from nin_keras.process_state import onednn_active
 from nin_keras.models.layers import FusedBatchNormalization
 from nin_keras.training.precision import choose_precision, clone_with_policy, dtype_policy_scope
 
@@ -86,7 +87,7 @@ def benchmark_training(*, variant="cifar", batch_size=128, steps=30, warmup_step
     Returns:
         A dict: train_images_per_s, precision, precision_reason, variant, batch_size, steps, warmup_steps,
         device, step_ms_median, seconds, width_multiplier, batch_norm, fused_batch_norm, jit_compile,
-        steps_per_execution, params.
+        onednn (whether TensorFlow ran its oneDNN kernels), steps_per_execution, params.
     """
     steps = check_int("steps", steps, minimum=1)
     warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
@@ -128,6 +129,7 @@ def benchmark_training(*, variant="cifar", batch_size=128, steps=30, warmup_step
         "batch_norm": bool(batch_norm),
         "fused_batch_norm": bool(fused_batch_norm) and bool(batch_norm),
         "jit_compile": bool(jit_compile),
+        "onednn": onednn_active(),
         "steps_per_execution": per_call,
         "params": int(model.count_params()),
     }

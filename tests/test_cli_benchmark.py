@@ -86,7 +86,7 @@ def test_evaluate_on_synthetic_data_and_on_data_of_the_wrong_shape(digits_artifa
 
 @pytest.fixture
 def fake_training(monkeypatch):
-    """Stands in for nin_keras.training.benchmark_training (the training helper's; real runs take minutes)."""
+    """Stands in for nin_keras.training.benchmark_training (real runs take minutes)."""
     calls = []
 
     def benchmark_training(**kwargs):
@@ -128,7 +128,7 @@ def test_bad_numbers_are_usage_errors(argv, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_benchmark_train_for_real(capsys):  # the training helper's benchmark_training, tiny: ~2 s
+def test_benchmark_train_for_real(capsys):  # benchmark_training itself, tiny: ~2 s
     code = main(["benchmark", "train", "--variant", "mnist", "--steps", "2", "--warmup-steps", "1", "--batch-size", "8",
                  "--width-multiplier", "0.05"])
     assert code == 0

@@ -41,6 +41,13 @@ def add_report_arguments(parser, default_out: Path) -> None:
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's own log lines")
 
 
+def fill_defaults(args, defaults: dict) -> None:
+    """Sets each argument left at None to its (quick, full) default from `defaults`, by `args.quick`."""
+    for name, (quick, full) in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, quick if args.quick else full)
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -98,7 +105,7 @@ def run(tool: str, args, argv, measure, render) -> dict:
     if args.render:
         results = json.loads(Path(args.render).read_text(encoding="utf-8"))
     else:
-        raw = _without_scratch(sys.argv[1:] if argv is None else list(argv))
+        raw = _without_local_options(sys.argv[1:] if argv is None else list(argv))
         settings = recorded_settings(args)
         results = {"tool": tool, "command": " ".join(["python", tool, *map(shlex.quote, raw)]), "settings": settings,
                    "machine": machine_record(threads=getattr(args, "threads", None))}
@@ -112,15 +119,19 @@ def run(tool: str, args, argv, measure, render) -> dict:
     return results
 
 
-def _without_scratch(argv: list[str]) -> list[str]:
-    """The arguments minus --work-dir and its folder: a scratch place of this machine, not part of the method."""
+# Options naming this machine's scratch folder or benchmark lock: how it ran here, not the method.
+_LOCAL_OPTIONS = ("--work-dir", "--lock")
+
+
+def _without_local_options(argv: list[str]) -> list[str]:
+    """The arguments minus `_LOCAL_OPTIONS` and their values, for the recorded command."""
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--work-dir":
+        elif arg in _LOCAL_OPTIONS:
             skip = True
-        elif not arg.startswith("--work-dir="):
+        elif not arg.startswith(tuple(f"{option}=" for option in _LOCAL_OPTIONS)):
             kept.append(arg)
     return kept
 

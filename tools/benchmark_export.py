@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import ROOT, add_report_arguments, header_lines, log, run
+from _bench import ROOT, add_report_arguments, fill_defaults, header_lines, log, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.cli.options import non_negative_int, positive_int
@@ -76,9 +76,7 @@ def parse_args(argv=None):
                         help="keep the exports here (default: a temporary folder, removed at the end)")
     add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "export.md")
     args = parser.parse_args(argv)
-    for name, (quick, full) in DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, quick if args.quick else full)
+    fill_defaults(args, DEFAULTS)
     args.warmup = max(2, args.runs // 10)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     if not parts or any(p not in PARTS for p in parts):

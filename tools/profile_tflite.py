@@ -35,7 +35,7 @@ import statistics
 import sys
 import time
 
-from _bench import ROOT, add_report_arguments, header_lines, log, run
+from _bench import ROOT, add_report_arguments, fill_defaults, header_lines, log, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.cli.options import non_negative_int, positive_int
@@ -67,9 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights and images (default 0)")
     add_report_arguments(parser, ROOT / "docs" / "benchmarks" / "int8_avx2.md")
     args = parser.parse_args(argv)
-    for name, (quick, full) in DEFAULTS.items():
-        if getattr(args, name, None) is None:
-            setattr(args, name, quick if args.quick else full)
+    fill_defaults(args, DEFAULTS)
     args.warmup = max(2, args.runs // 10)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants or any(v not in PAPER_VARIANTS for v in variants):

@@ -662,25 +662,12 @@ def write_section(path, results) -> None:
     log(f"replaced the profile section of {target}")
 
 
-def without_lock(argv: list[str]) -> list[str]:
-    """The arguments minus --lock and its file: how this machine serialises its benchmarks, not the method."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--lock":
-            skip = True
-        elif not arg.startswith("--lock="):
-            kept.append(arg)
-    return kept
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--child"]:
         return child_main(json.loads(argv[1]))
     args = parse_args(argv)
-    results = run(TOOL, args, without_lock(argv), measure, render)
+    results = run(TOOL, args, argv, measure, render)
     if args.section_into:
         write_section(ROOT / args.section_into, results)  # a relative path is under the checkout
     first = next(iter(results["profiles"].values()))

@@ -88,8 +88,9 @@ def onednn_active() -> bool | None:
     cannot say."""
     if "tensorflow" not in sys.modules:
         return None
-    try:  # private, but the one place that knows TensorFlow's decision (CPU default and the variable together)
-        from tensorflow.python.util import _pywrap_util_port
+    # Private, but the one place that knows TensorFlow's decision (its CPU default and the variable together).
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # lazy: only once TensorFlow is loaded anyway
     except ImportError:
         return None
     return bool(_pywrap_util_port.IsMklEnabled())

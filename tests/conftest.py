@@ -12,6 +12,10 @@ import logging
 import warnings
 
 import pytest
+# Loaded first, so the suite's own process runs TensorFlow's default kernels whatever the test order: an in-process
+# `nin_keras.cli.main` before TensorFlow loads would otherwise turn oneDNN on for every later test of its worker
+# (the CLI's default, tested in a fresh process).
+import tensorflow  # noqa: F401
 
 import helpers
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from helpers import REPO_ROOT, load_tool
+from nin_keras.process_state import onednn_active
 from nin_keras.training.recipes import RECIPES
 
 
@@ -53,7 +54,8 @@ def test_search_judges_on_validation_only_and_resumes(tmp_path, monkeypatch):
     # The same configuration and seed alone in a fresh process sees the same data in the same order: a run's
     # result does not depend on what ran before it in the process.
     alone = tmp_path / "alone.md"
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    # The same kernels as this process's run: oneDNN's and TensorFlow's own convolutions round differently.
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_ENABLE_ONEDNN_OPTS="1" if onednn_active() else "0")
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "tune_recipe.py"), *common[:-4],
                                 "--out", str(alone), "--work-dir", str(tmp_path / "alone"),
                                 "--try", "learning_rate=0.001"], capture_output=True, text=True, env=env, timeout=600)

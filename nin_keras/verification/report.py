@@ -195,16 +195,18 @@ def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, re
 
 def _compare_speed(rows, runners, *, runs: int, threads: int, display) -> dict | None:
     """Which .tflite file for the CPU is fastest here: `benchmark_interleaved` over them (the time of
-    `interpreter.invoke()`, medians of `SPEED_ROUNDS` rounds), ranked by `rank_by_latency`, each file's time
-    also as a multiple of model_float32.tflite's. None with fewer than two such files."""
+    `interpreter.invoke()`, medians of `SPEED_ROUNDS` rounds sharing `runs` calls per file), ranked by
+    `rank_by_latency`, each file's time also as a multiple of model_float32.tflite's. None with fewer than two
+    such files."""
     timed = {row.artifact: runner for row, runner in zip(rows, runners)
              if runner is not None and runner.kind == "tflite" and row.target not in _ACCELERATOR_TARGETS}
     if len(timed) < 2:
         return None
     display.log(f"Timing {len(timed)} .tflite files interleaved ({SPEED_ROUNDS} rounds) to name the fastest here")
+    per_round = max(1, -(-runs // SPEED_ROUNDS))  # `runs` calls in all, as each row's own timing
     try:
-        timing = benchmark_interleaved(timed, rounds=SPEED_ROUNDS, runs=runs, warmup=max(1, min(5, runs // 5)),
-                                       threads=threads)
+        timing = benchmark_interleaved(timed, rounds=SPEED_ROUNDS, runs=per_round,
+                                       warmup=max(1, min(5, per_round // 5)), threads=threads)
     except Exception as error:  # the rows are already measured: a failed comparison must not lose them
         return {"error": one_line(error)}
     ranked = rank_by_latency(timing["artifacts"])

@@ -48,6 +48,15 @@ def fill_defaults(args, defaults: dict) -> None:
             setattr(args, name, quick if args.quick else full)
 
 
+def name_list(parser, option: str, text: str, known) -> list[str]:
+    """The comma-separated names of `option`, in the order given; `parser.error` when none is given or one is
+    not among `known`."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in known for name in names):
+        parser.error(f"{option} takes names from {', '.join(known)}; received {text!r}")
+    return names
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import ROOT, add_report_arguments, fill_defaults, header_lines, log, run
+from _bench import ROOT, add_report_arguments, fill_defaults, header_lines, log, name_list, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.cli.options import non_negative_int, positive_int
@@ -78,9 +78,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     fill_defaults(args, DEFAULTS)
     args.warmup = max(2, args.runs // 10)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if not parts or any(p not in PARTS for p in parts):
-        parser.error(f"--parts takes names from {', '.join(PARTS)}; received {args.parts!r}")
+    parts = name_list(parser, "--parts", args.parts, PARTS)
     args.parts = [p for p in PARTS if p in parts]
     return args
 

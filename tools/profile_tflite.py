@@ -35,10 +35,11 @@ import statistics
 import sys
 import time
 
-from _bench import ROOT, add_report_arguments, fill_defaults, header_lines, log, run
+from _bench import ROOT, add_report_arguments, fill_defaults, header_lines, log, name_list, run
 
 # After _bench, which puts the checkout on sys.path:
 from nin_keras.cli.options import non_negative_int, positive_int
+from nin_keras.verification.latency import SETTLE_SECONDS  # the pause benchmark_interleaved makes too
 
 TOOL = "tools/profile_tflite.py"
 PAPER_VARIANTS = ("cifar", "mnist")
@@ -69,10 +70,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     fill_defaults(args, DEFAULTS)
     args.warmup = max(2, args.runs // 10)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not variants or any(v not in PAPER_VARIANTS for v in variants):
-        parser.error(f"--variants takes names from {', '.join(PAPER_VARIANTS)}; received {args.variants!r}")
-    args.variants = variants
+    args.variants = name_list(parser, "--variants", args.variants, PAPER_VARIANTS)
     return args
 
 
@@ -196,11 +194,6 @@ def make_interpreter(model_bytes: bytes, *, threads: int, xnnpack: bool = True, 
 def delegated_nodes(interpreter) -> int:
     """DELEGATE nodes in the execution plan: 0 when XNNPACK took nothing, else its partitions."""
     return sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
-
-
-# Every interpreter has its own thread pool, whose threads spin a while after each call before they sleep: a
-# pause before switching models keeps the previous model's spinning threads off the cores being timed.
-SETTLE_SECONDS = 0.05
 
 
 def time_interleaved(interpreters: dict, *, rounds: int, runs: int, warmup: int) -> dict:

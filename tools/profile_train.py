@@ -44,7 +44,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import ROOT, add_report_arguments, header_lines, log, run
+from _bench import ROOT, add_report_arguments, header_lines, log, name_list, run
+
+# After _bench, which puts the checkout on sys.path (nin_keras.machine loads no TensorFlow):
+from nin_keras.machine import cpu_info
 
 TOOL = "tools/profile_train.py"
 DEFAULT_OUT = ROOT / "docs" / "benchmarks" / "training_profile.md"
@@ -246,9 +249,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     args.candidates = [c.strip() for c in args.candidates.split(",") if c.strip() and c.strip() != "none"]
-    args.onednn = [o.strip() for o in args.onednn.split(",") if o.strip()]
-    if not args.onednn or set(args.onednn) - set(ONEDNN_SETTINGS):
-        parser.error(f"--onednn takes {', '.join(ONEDNN_SETTINGS)}")
+    args.onednn = name_list(parser, "--onednn", args.onednn, ONEDNN_SETTINGS)
     unknown = sorted(set(args.candidates) - set(CANDIDATES))
     if unknown:
         parser.error(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)} or none")
@@ -376,12 +377,9 @@ def mac_peak(machine, shapes, batch_size) -> dict:
 def clock_ghz() -> float:
     """The CPU clock from /proc/cpuinfo ("cpu MHz", the first core), else 2.0 GHz; an estimate either way."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("cpu mhz"):
-                return round(float(line.split(":")[1]) / 1000, 3)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 2.0
+        return round(float(cpu_info()["cpu mhz"]) / 1000, 3)
+    except (KeyError, ValueError):
+        return 2.0
 
 
 ONEDNN_SETTINGS = {"default": None, "on": "1", "off": "0"}

@@ -137,23 +137,17 @@ def _rank(args, results) -> dict | None:
 
 def _describe_ranking(args, ranking) -> str:
     """One line: the fastest artifact here, on which measure, and how much slower each other one is."""
-    from nin_keras.verification.latency import TIE_MARGIN
+    from nin_keras.verification.latency import ranking_clauses
 
-    def listed(entries):
-        return ", ".join(f"{args.artifacts[int(entry['artifact'])]} {entry['vs_fastest']:.2f}x" for entry in entries)
+    def path(key: str) -> str:  # ranked by position (see _rank)
+        return args.artifacts[int(key)]
 
-    best, *others = ranking["ranking"]
+    best = ranking["ranking"][0]
     measure = "interpreter.invoke()" if ranking["measure"] == "invoke" else "the whole predict call"
     how = (f"median of {args.rounds} interleaved rounds" if args.rounds > 1
            else "one after another: --rounds 5 is fairer")
-    tied = [entry for entry in others if entry["artifact"] in ranking["as_fast"]]
-    slower = [entry for entry in others if entry not in tied]
-    line = f"Fastest here: {args.artifacts[int(best['artifact'])]} ({best['latency_ms']:.3f} ms, {measure}, {how})"
-    if tied:
-        line += f"; as fast (within {TIE_MARGIN:.0%}): {listed(tied)}"
-    if slower:
-        line += f"; slower: {listed(slower)}"
-    return line
+    return (f"Fastest here: {path(best['artifact'])} ({best['latency_ms']:.3f} ms, {measure}, {how})"
+            + ranking_clauses(ranking, label=path))
 
 
 def _one_by_one(args, runners) -> list[dict]:

@@ -81,10 +81,11 @@ def export_command(args) -> int:
         findings = check_edgetpu(Path(result.out_dir) / manifest.targets["edgetpu"].file)
         for line in format_findings(findings):
             print(line)
+    report = _saved_report(result)
     if args.explain_int8:
-        _print_int8_diagnosis(model, data, result)
+        _print_int8_diagnosis(model, data, report)
     if result.report is not None:
-        fastest = describe_speed(_saved_report(result).get("speed"))
+        fastest = describe_speed(report.get("speed"))
         if fastest:
             print(fastest)
         print(f"Report: {result.out_dir}/report.md")
@@ -103,13 +104,13 @@ def _saved_report(result) -> dict:
     return json.loads(report_file.read_text(encoding="utf-8")) if report_file.exists() else {}
 
 
-def _print_int8_diagnosis(model, data, result) -> None:
+def _print_int8_diagnosis(model, data, report: dict) -> None:
     from nin_keras.errors import InvalidInputError
     from nin_keras.verification.int8_diagnosis import Int8Diagnosis, Int8LayerRow, explain_int8, format_diagnosis
 
     if data is None:
         raise InvalidInputError("--explain-int8 needs the training data: pass --dataset.")
-    saved = _saved_report(result).get("int8_layers")
+    saved = report.get("int8_layers")
     if saved:  # the export already diagnosed the int8 model: print that, not a second run
         fields = ("model", "agreement", "samples", "agreement_images", "single_layer", "qat")
         rows = tuple(Int8LayerRow(**{**row, "fused": tuple(row["fused"])}) for row in saved["rows"])

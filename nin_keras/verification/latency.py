@@ -182,6 +182,19 @@ def rank_by_latency(timings: Mapping, *, tie_margin: float = TIE_MARGIN) -> dict
             "ranking": ranking}
 
 
+def ranking_clauses(ranking: Mapping, *, label: Callable[[str], str] = str) -> str:
+    """What follows the fastest in a line about a `rank_by_latency` result: "; as fast (within 3%): A 1.01x;
+    slower: B 1.27x" (empty for one artifact). `label` turns a ranked name into the text shown."""
+    def listed(entries):
+        return ", ".join(f"{label(entry['artifact'])} {entry['vs_fastest']:.2f}x" for entry in entries)
+
+    others = ranking["ranking"][1:]
+    tied = [entry for entry in others if entry["artifact"] in ranking.get("as_fast", ())]
+    slower = [entry for entry in others if entry not in tied]
+    return ((f"; as fast (within {TIE_MARGIN:.0%}): {listed(tied)}" if tied else "")
+            + (f"; slower: {listed(slower)}" if slower else ""))
+
+
 def _check_timing(runs, warmup, threads) -> tuple[int, int, int]:
     return (check_int("runs", runs, minimum=1), check_int("warmup", warmup, minimum=0),
             check_int("threads", threads, minimum=1))

@@ -35,7 +35,8 @@ from nin_keras.formatting import REPORT_COLUMNS, artifact_columns, artifact_mark
 from nin_keras.machine import machine_facts
 from nin_keras.verification.artifacts import load_artifact
 from nin_keras.verification.evaluate import EvalData, evaluate_runner, run_over
-from nin_keras.verification.latency import TIE_MARGIN, benchmark_inference, benchmark_interleaved, rank_by_latency
+from nin_keras.verification.latency import (benchmark_inference, benchmark_interleaved, rank_by_latency,
+                                            ranking_clauses)
 
 # File (or folder) name -> target, in report order (saved_model/1 is found as its folder saved_model/).
 ARTIFACTS = tuple((spec.file.split("/")[0], target) for target, spec in TARGET_SPECS.items())
@@ -128,8 +129,9 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         checked = [_check_artifact(path, target, out_dir, source, reference_top1, edgetpu_check, display=display,
                                    runs=runs, threads=threads) for path, target in found]
         rows = [row for row, _, _ in checked]
+        machine = machine_facts(threads=threads, gpus=False)
         speed = _compare_speed(rows, [runner for _, _, runner in checked], runs=runs, threads=threads,
-                               display=display) if runs else None
+                               machine=machine, display=display) if runs else None
     counts = [count for _, count, _ in checked if count is not None]
     num_examples = len(reference_top1) if reference_top1 is not None else (counts[-1] if counts else None)
 
@@ -137,7 +139,7 @@ def verify_export(out_dir, data, *, reference_model=None, progress=True, runs=30
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "folder": str(out_dir),
         "dataset": _describe_data(source, num_examples),
-        "machine": machine_facts(threads=threads, gpus=False),
+        "machine": machine,
         "reference": reference_name,
         "timing": {"runs": runs, "threads": threads},
         "speed": speed,
@@ -193,7 +195,7 @@ def _check_artifact(path: Path, target: str, out_dir: Path, source: EvalData, re
     return ReportRow(**{key: row.pop(key) for key in ROW_KEYS}, details=row), count, runner
 
 
-def _compare_speed(rows, runners, *, runs: int, threads: int, display) -> dict | None:
+def _compare_speed(rows, runners, *, runs: int, threads: int, machine: dict, display) -> dict | None:
     """Which .tflite file for the CPU is fastest here: `benchmark_interleaved` over them (the time of
     `interpreter.invoke()`, medians of `SPEED_ROUNDS` rounds sharing `runs` calls per file), ranked by
     `rank_by_latency`, each file's time also as a multiple of model_float32.tflite's. None with fewer than two
@@ -214,9 +216,8 @@ def _compare_speed(rows, runners, *, runs: int, threads: int, display) -> dict |
                     if entry["artifact"] == TARGET_SPECS["tflite_float32"].file), None)
     for entry in ranked["ranking"]:
         entry["vs_float32"] = round(entry["latency_ms"] / float32, 3) if float32 else None
-    facts = machine_facts(threads=threads, gpus=False)
     return {**ranked, "rounds": timing["rounds"], "runs": timing["runs"], "threads": threads,
-            "cpu": facts["cpu"], "isa": facts["isa"], "batch_size": 1}
+            "cpu": machine["cpu"], "isa": machine["isa"], "batch_size": 1}
 
 
 def describe_speed(speed: dict | None) -> str | None:
@@ -224,17 +225,10 @@ def describe_speed(speed: dict | None) -> str | None:
     report has no comparison."""
     if not isinstance(speed, dict) or not speed.get("ranking"):
         return None
-    best, *others = speed["ranking"]
-    tied = [entry for entry in others if entry["artifact"] in speed.get("as_fast", ())]
-    slower = [entry for entry in others if entry not in tied]
-    line = (f"Fastest on this machine ({speed['cpu']}; {speed['isa']}; {speed['threads']} threads, batch 1): "
-            f"{best['artifact']} ({best['latency_ms']:.3f} ms per invoke)")
-    if tied:
-        line += f"; as fast (within {TIE_MARGIN:.0%}): {_multiples(tied)}"
-    if slower:
-        line += f"; slower: {_multiples(slower)}"
-    return line + (". Which file is fastest depends on the CPU: time it where it will run "
-                   "(nin-keras benchmark infer FILE... --rounds 5).")
+    best = speed["ranking"][0]
+    return (f"Fastest on this machine ({speed['cpu']}; {speed['isa']}; {speed['threads']} threads, batch 1): "
+            f"{best['artifact']} ({best['latency_ms']:.3f} ms per invoke){ranking_clauses(speed)}. Which file is "
+            "fastest depends on the CPU: time it where it will run (nin-keras benchmark infer FILE... --rounds 5).")
 
 
 def report_table(rows, *, title: str = "Exported artifacts"):
@@ -361,10 +355,6 @@ def _clients_section(rows) -> list[str]:
         lines.append(f"- MediaPipe Tasks takes 3- or 4-channel images; this model's input has {channels}: its "
                      ".tflite files are for LiteRT (examples/litert_inference.py).")
     return lines
-
-
-def _multiples(entries) -> str:
-    return ", ".join(f"{entry['artifact']} {entry['vs_fastest']:.2f}x" for entry in entries)
 
 
 def _speed_section(speed) -> list[str]:
